@@ -1,0 +1,34 @@
+"""Options shared by CLI commands and the config-resolution helper.
+
+Command modules import heavy libraries (torch, prefect) inside their functions so that
+``sphere --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from sphere_core.config import SphereConfig, load_config
+
+console = Console(stderr=True)
+out = Console()
+
+PresetOpt = Annotated[
+    Optional[str], typer.Option("--preset", "-p", help="Config preset: demo | paper.")
+]
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", "-c", help="YAML config file (applied after the preset).")
+]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override one key: dotted.key=value (repeatable)."),
+]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Output format: table | json | csv.")]
+
+
+def resolve_config(preset: str | None, config: Path | None, overrides: list[str] | None) -> SphereConfig:
+    return load_config(preset=preset, config_file=config, overrides=list(overrides or []))

@@ -1,0 +1,1 @@
+"""Model backends behind name registries: generators, PRMs, ORMs."""

