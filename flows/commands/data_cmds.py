@@ -1,0 +1,129 @@
+"""`sphere ingest` and `sphere grade`: validate question files, grade prediction files.
+
+Thin: resolves config, calls ``sphere_core.data.ingest`` / ``sphere_core.grading.files`` and
+prints a rich summary, or with ``--format json`` a JSON summary as the last stdout line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from flows.commands.common import ConfigOpt, PresetOpt, SetOpt, console, out, resolve_config
+
+FileArg = Annotated[Optional[str], typer.Argument(help="Question file (jsonl/json/parquet/csv/HF dir) or builtin:NAME; default data.path.")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output dir (default $SPHERE_HOME/ingest/<stem>/).")]
+JsonFormatOpt = Annotated[str, typer.Option("--format", "-f", help="Output format: table | json.")]
+
+
+def _check_format(fmt: str) -> None:
+    from sphere_core.errors import ConfigError
+
+    if fmt not in ("table", "json"):
+        raise ConfigError(f"--format must be table or json, got {fmt!r}")
+
+
+def _print_json(payload: dict[str, Any]) -> None:
+    typer.echo(json.dumps(payload, default=str))
+
+
+def ingest(
+    file: FileArg = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out_dir: OutOpt = None,
+    fmt: JsonFormatOpt = "table",
+) -> None:
+    """Validate a question file: write accepted questions and rejected rows (with reasons)."""
+    from sphere_core.data.ingest import default_ingest_dir, ingest_file, write_ingest
+    from sphere_core.errors import InputDataError
+    from sphere_core.paths import sphere_home
+
+    _check_format(fmt)
+    cfg = resolve_config(preset, config, set_)
+    source = file or cfg.data.path
+    result = ingest_file(source, cfg.data)
+    home = sphere_home(cfg.storage.home)
+    paths = write_ingest(result, out_dir or default_ingest_dir(home, source))
+    summary = {
+        "accepted": result.stats["accepted"],
+        "rejected": result.stats["rejected"],
+        "duplicates": result.stats["duplicates"],
+        "total_rows": result.stats["total_rows"],
+        "questions_file": str(paths["questions_file"]),
+        "rejects_file": str(paths["rejects_file"]),
+    }
+    if fmt == "json":
+        _print_json(summary)
+    else:
+        _ingest_table(source, summary, result.rejects, paths["rejects_jsonl"])
+    if summary["accepted"] == 0:
+        raise InputDataError(
+            f"{source}: no row accepted ({summary['rejected']} rejected, {summary['duplicates']} duplicates); "
+            f"see {paths['rejects_jsonl']}"
+        )
+
+
+def _ingest_table(source: str, summary: dict[str, Any], rejects, rejects_jsonl: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"ingest {source}", show_header=False)
+    for key in ("total_rows", "accepted", "rejected", "duplicates", "questions_file", "rejects_file"):
+        table.add_row(key, str(summary[key]))
+    out.print(table)
+    if len(rejects):
+        reasons = Table(title=f"rejected rows (all in {rejects_jsonl})")
+        reasons.add_column("row", justify="right")
+        reasons.add_column("reason")
+        for rec in rejects.head(10).to_dict(orient="records"):
+            reasons.add_row(str(rec["row"]), rec["reason"])
+        if len(rejects) > 10:
+            reasons.add_row("…", f"{len(rejects) - 10} more")
+        out.print(reasons)
+
+
+def grade(
+    file: Annotated[Path, typer.Argument(help="JSONL with `prediction`, `answer` (optional `id`) per row.")],
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Graded file (default FILE.graded.jsonl).")] = None,
+    fmt: JsonFormatOpt = "table",
+) -> None:
+    """Extract final answers from predictions and verify them against gold answers."""
+    from rich.progress import Progress
+
+    from sphere_core.errors import GradingError
+    from sphere_core.grading import Grader, grade_file
+
+    _check_format(fmt)
+    cfg = resolve_config(preset, config, set_)
+    g = cfg.grading
+    with Grader(timeout_s=g.timeout_s, workers=g.workers, fallback=g.fallback) as grader:
+        with Progress(console=console, transient=True, disable=fmt == "json") as bar:
+            task = bar.add_task("grading", total=None)
+            result = grade_file(file, grader, output, progress=lambda n: bar.advance(task, n))
+    summary = result.summary()
+    if fmt == "json":
+        _print_json(summary)
+    else:
+        for err in result.errors[:10]:
+            console.print(f"[yellow]row {err['row']}: {err['reason']}[/yellow]")
+        if len(result.errors) > 10:
+            console.print(f"[yellow]… {len(result.errors) - 10} more rows with errors[/yellow]")
+        acc = "n/a" if result.accuracy is None else f"{result.accuracy:.1%}"
+        out.print(
+            f"accuracy {acc} ({result.correct}/{result.graded} graded; {len(result.errors)} errors, "
+            f"{result.timeouts} timeouts) -> {result.graded_file}"
+        )
+    if result.graded == 0:
+        raise GradingError(f"{file}: no gradable rows ({len(result.errors)} errors)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+    app.command("grade")(grade)

@@ -1,0 +1,177 @@
+"""`sphere runs`, `sphere routes`, `sphere db upgrade|current`: read the metadata store.
+
+Thin: opens the repository (``sphere_core.storage.repo``), formats rows as a rich table,
+JSON (the only thing on stdout) or CSV. SQLAlchemy/Alembic are imported inside commands.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Annotated, Any
+
+import click
+import typer
+
+from flows.commands.common import FormatOpt, out
+
+DbUrlOpt = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Database URL (default: $SPHERE_DATABASE_URL, else SQLite in $SPHERE_HOME)."),
+]
+FORMATS = ("table", "json", "csv")
+_NO_WRAP = {"run_id", "question_id", "stage", "decision", "kind", "status", "correct", "rewards"}
+
+db_app = typer.Typer(help="Manage the metadata database (migrations).", no_args_is_help=True)
+
+
+def _repo(database_url: str | None):
+    from sphere_core.storage.repo import open_repository
+
+    return open_repository(database_url)
+
+
+def _check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise click.UsageError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    return fmt
+
+
+def _emit(rows: list[dict], fmt: str, columns: list[tuple[str, str]], title: str,
+          cell: Any = None) -> None:
+    """rows as json (all fields), csv (all fields) or a table of ``columns`` (key, header)."""
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if fmt == "csv":
+        fields = list(dict.fromkeys(k for r in rows for k in r)) or [k for k, _ in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()})
+        typer.echo(buf.getvalue(), nl=False)
+        return
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = [(k, h) for k, h in columns if k != "error" or any(r.get("error") for r in rows)]
+    for key, header in columns:
+        table.add_column(header, overflow="fold", no_wrap=key in _NO_WRAP)
+    for r in rows:
+        table.add_row(*[(cell or _cell)(key, r) for key, _ in columns])
+    if out.is_terminal:
+        out.print(table)
+    else:  # piped: do not squeeze the table into 80 columns
+        from rich.console import Console
+
+        Console(width=max(out.width, 160)).print(table)
+
+
+def _cell(key: str, row: dict) -> str:
+    value = row.get(key)
+    if value is None:
+        return ""
+    if key == "error":
+        text = str(value).splitlines()[0] if str(value) else ""
+        return text if len(text) <= 60 else text[:57] + "..."
+    if key.endswith("_at"):
+        return str(value)[:19].replace("T", " ")
+    return str(value)
+
+
+def _pair(row: dict, a: str, b: str, fmt: Any = str) -> str:
+    vals = [row.get(a), row.get(b)]
+    return "/".join("-" if v is None else fmt(v) for v in vals)
+
+
+def _route_cell(key: str, row: dict) -> str:
+    if key == "answers":
+        return _pair(row, "answer_max", "answer_min")
+    if key == "correct":
+        return _pair(row, "correct_max", "correct_min", lambda v: "Y" if v else "N")
+    if key == "rewards":
+        return _pair(row, "reward_max", "reward_min", lambda v: f"{v:.2f}")
+    return _cell(key, row)
+
+
+def runs(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most recent N runs.")] = 20,
+    fmt: FormatOpt = "table",
+    database_url: DbUrlOpt = None,
+) -> None:
+    """List runs, newest first (id, kind, status, error, created, updated)."""
+    _check_format(fmt)
+    with _repo(database_url) as repo:
+        rows = repo.list_runs(limit=limit)
+    columns = [("run_id", "run"), ("kind", "kind"), ("status", "status"), ("error", "error"),
+               ("created_at", "created (UTC)"), ("updated_at", "updated (UTC)")]
+    if fmt == "table" and not rows:
+        typer.echo("no runs recorded", err=True)
+        return
+    _emit(rows, fmt, columns, title=f"runs ({len(rows)})")
+
+
+def routes(
+    run: Annotated[str | None, typer.Option("--run", "-r", help="Every routing event of this run.")] = None,
+    question: Annotated[str | None, typer.Option("--question", "-q", help="A question's history across runs.")] = None,
+    fmt: FormatOpt = "table",
+    database_url: DbUrlOpt = None,
+) -> None:
+    """Where questions were routed, why, and the evidence (answers, correctness, rewards)."""
+    from sphere_core.errors import RunNotFoundError, StoreError
+
+    _check_format(fmt)
+    if (run is None) == (question is None):
+        raise click.UsageError("give exactly one of --run ID or --question QID")
+    with _repo(database_url) as repo:
+        if run is not None:
+            if repo.get_run(run) is None:
+                raise RunNotFoundError(f"unknown run {run!r} in {repo.url}")
+            rows = repo.routes_for_run(run)
+            first = ("question_id", "question")
+            title = f"routing of run {run} ({len(rows)} events)"
+        else:
+            rows = repo.routes_for_question(question)
+            if not rows and repo.get_question(question) is None:
+                raise StoreError(f"unknown question {question!r} in {repo.url}")
+            first = ("run_id", "run")
+            title = f"history of question {question} ({len(rows)} events)"
+    columns = [first, ("stage", "stage"), ("decision", "decision"), ("reason", "reason"),
+               ("answers", "answers max/min"), ("correct", "correct"),
+               ("rewards", "rewards"), ("error", "error"), ("created_at", "time (UTC)")]
+    _emit(rows, fmt, columns, title=title, cell=_route_cell)
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DbUrlOpt = None) -> None:
+    """Apply all migrations (alembic upgrade head)."""
+    from sphere_core.storage import db
+
+    url = db.resolve_database_url(database_url)
+    revision = db.upgrade_database(url)
+    typer.echo(f"{db.redact_url(url)} is at revision {revision} (head)")
+
+
+@db_app.command("current")
+def db_current(database_url: DbUrlOpt = None) -> None:
+    """Show the database URL (without password) and its migration revision."""
+    from sphere_core.storage import db
+
+    url = db.resolve_database_url(database_url)
+    engine = db.make_engine(url)
+    try:
+        revision = db.current_revision(engine)
+    finally:
+        engine.dispose()
+    head = db.head_revision()
+    state = "up to date" if revision == head else "behind; run `sphere db upgrade`"
+    typer.echo(f"database: {db.redact_url(url)}")
+    typer.echo(f"revision: {revision or 'none (not migrated)'} (head {head}, {state})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("runs")(runs)
+    app.command("routes")(routes)
+    app.add_typer(db_app, name="db")

@@ -1,0 +1,97 @@
+"""Model-free PRMs for the paper's ablations: ``outcome`` and ``random``.
+
+``outcome`` looks only at final answers. A step is *terminal* when it carries a final answer
+marker ("Final Answer:", ``\\boxed{``) or an answer the grader can extract without the
+last-number fallback. Per step:
+
+* 1.0 — terminal, and its answer verifies against the gold answer;
+* 0.0 — terminal, and its answer is wrong (or the marker holds no readable answer);
+* 0.5 — not terminal (no information about correctness yet).
+
+It needs gold answers. ``random`` gives each step a uniform [0, 1) score from a seed derived
+from ``prm.seed``, the question and the steps up to and including that step (SHA-256), so
+scores are deterministic across processes, and ``score_last`` equals the last per-step score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from pathlib import Path
+from typing import Sequence
+
+from sphere_core.backends.prm import BasePRM, prefixes, unflatten
+from sphere_core.config import GradingConfig, SphereConfig
+
+NON_TERMINAL = 0.5
+"""Outcome reward of a step (or solution) that has no final answer yet."""
+
+FINAL_MARKER_RE = re.compile(r"final\s+answer\s*:|\\boxed\s*\{", re.IGNORECASE)
+
+
+def final_answer(text: str) -> tuple[bool, str | None]:
+    """(is_terminal, extracted answer or None) using the strict (no-fallback) extractor."""
+    from sphere_core.grading import extract_answer
+
+    answer = extract_answer(text, fallback="none")
+    return (answer is not None or FINAL_MARKER_RE.search(text) is not None), answer
+
+
+def outcome_rewards(texts: Sequence[str], golds: Sequence[str], grading: GradingConfig) -> list[float]:
+    """1.0 / 0.0 for texts with a right / wrong final answer, ``NON_TERMINAL`` otherwise."""
+    from sphere_core.grading import get_grader
+
+    found = [final_answer(t) for t in texts]
+    out = [NON_TERMINAL if not terminal else 0.0 for terminal, _ in found]
+    to_check = [i for i, (terminal, answer) in enumerate(found) if terminal and answer is not None]
+    if to_check:
+        verdicts = get_grader(grading).verify([found[i][1] for i in to_check], [golds[i] for i in to_check])
+        for i, ok in zip(to_check, verdicts):
+            out[i] = 1.0 if ok else 0.0
+    return out
+
+
+class OutcomePRM(BasePRM):
+    name = "outcome"
+    needs_gold = True
+
+    def __init__(self, grading: GradingConfig) -> None:
+        super().__init__()
+        self.grading = grading
+
+    @classmethod
+    def from_config(cls, cfg: SphereConfig, home: Path) -> "OutcomePRM":
+        return cls(cfg.grading)
+
+    def _score(self, questions, steps, golds):
+        items, offsets = prefixes(steps)
+        values = outcome_rewards([steps[c][j] for c, j in items], [golds[c] for c, _ in items], self.grading)
+        return unflatten(values, steps, offsets)
+
+    def _score_last(self, questions, steps, golds):
+        return outcome_rewards([s[-1] for s in steps], golds, self.grading)
+
+
+class RandomPRM(BasePRM):
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.seed = int(seed)
+
+    @classmethod
+    def from_config(cls, cfg: SphereConfig, home: Path) -> "RandomPRM":
+        return cls(cfg.prm.seed)
+
+    def _value(self, question: str, prefix: Sequence[str]) -> float:
+        h = hashlib.sha256(f"{self.seed}\x1e{question}".encode())
+        for step in prefix:
+            h.update(b"\x1f" + step.encode())
+        return random.Random(int.from_bytes(h.digest()[:8], "big")).random()
+
+    def _score(self, questions, steps, golds):
+        return [[self._value(q, s[: j + 1]) for j in range(len(s))] for q, s in zip(questions, steps)]
+
+    def _score_last(self, questions, steps, golds):
+        return [self._value(q, s) for q, s in zip(questions, steps)]

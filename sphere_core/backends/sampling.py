@@ -1,0 +1,77 @@
+"""Pure helpers shared by the generator backends: stop-string cutting, top-k/top-p sampling,
+greedy de-duplication. No model loading here.
+
+Step semantics every backend follows (the same as vLLM's, so backends agree):
+``Step.text`` is the sampled text cut right *before* the first stop string (the stop string
+and anything after it, even inside the same token, are dropped); ``Step.token_logprobs``
+holds one raw model log-prob (log_softmax of unscaled logits, i.e. independent of
+temperature/top-k/top-p) for *every* sampled token, including the token(s) that completed
+the stop string and a sampled EOS token; ``num_tokens == len(token_logprobs)``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+from sphere_core.errors import GenerationError
+from sphere_core.schemas import Step
+
+FINISH_REASONS = ("stop", "eos", "length")
+
+
+def find_stop(text: str, stop: Sequence[str] | None, start: int = 0) -> int:
+    """Index of the earliest stop string occurrence at or after ``start`` (-1 if none)."""
+    best = -1
+    for s in stop or ():
+        idx = text.find(s, start)
+        if idx != -1 and (best == -1 or idx < best):
+            best = idx
+    return best
+
+
+def check_sampling_args(n: int, temperature: float, max_tokens: int, top_p: float, top_k: int,
+                        stop: Sequence[str] | None) -> None:
+    """Reject arguments no backend can honour, naming the argument."""
+    if n < 1:
+        raise GenerationError(f"n must be >= 1, got {n}")
+    if temperature < 0:
+        raise GenerationError(f"temperature must be >= 0, got {temperature}")
+    if max_tokens < 1:
+        raise GenerationError(f"max_tokens must be >= 1, got {max_tokens}")
+    if not 0 < top_p <= 1:
+        raise GenerationError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k < 0:
+        raise GenerationError(f"top_k must be >= 0 (0 disables), got {top_k}")
+    if any(not s for s in stop or ()):
+        raise GenerationError("stop strings must be non-empty")
+
+
+def replicate(steps: list[list[Step]], n: int) -> list[list[Step]]:
+    """Greedy decoding yields one distinct continuation; copy it to n (independent objects)."""
+    return [[copy.deepcopy(row[0]) for _ in range(n)] for row in steps]
+
+
+def sample_tokens(logits, temperature: float, top_p: float, top_k: int, generator):
+    """Draw one token per row from softmax(logits / T) restricted by top-k and top-p.
+
+    ``temperature == 0`` is greedy (argmax). Returns a LongTensor of shape [rows].
+    """
+    import torch
+
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    scores = logits.float() / temperature
+    vocab = scores.shape[-1]
+    if 0 < top_k < vocab:
+        kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, dim=-1, descending=True)
+        probs = torch.softmax(sorted_scores, dim=-1)
+        # drop a token when the mass strictly before it already reaches top_p (keeps >= 1 token)
+        drop = (probs.cumsum(dim=-1) - probs) >= top_p
+        sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
+        scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
+    probs = torch.softmax(scores, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

@@ -1,0 +1,224 @@
+"""Ingest: turn a question file into validated, de-duplicated questions plus a rejects table.
+
+Owns field mapping (``DataConfig``), per-row validation, question ids, dedup, limit/shuffle
+and writing ``questions.parquet`` / ``rejects.parquet`` (+ ``rejects.jsonl``). Bad rows are
+rejected with their row number and reason and never stop the file; a file that cannot be read
+at all raises ``InputDataError``. File formats live in ``readers``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sphere_core.config import DataConfig
+from sphere_core.data.readers import read_rows
+from sphere_core.errors import InputDataError
+from sphere_core.grading.extract import gsm8k_answer, last_boxed
+from sphere_core.schemas import QUESTION_COLUMNS, REJECT_COLUMNS
+
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+PROBLEM_FIELDS = ("problem", "question")
+ANSWER_FIELDS = ("answer",)
+SOLUTION_FIELDS = ("solution",)
+
+
+@dataclass
+class IngestResult:
+    questions: pd.DataFrame  # QUESTION_COLUMNS
+    rejects: pd.DataFrame  # REJECT_COLUMNS
+    stats: dict[str, Any] = field(default_factory=dict)  # accepted, rejected, duplicates, total_rows, source
+
+
+class _Reject(Exception):
+    """A row-level validation failure (becomes a rejects row)."""
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.jsonl"))
+
+
+def resolve_data_path(path: str | Path) -> Path:
+    """``builtin:NAME`` -> the packaged ``sphere_core/data/builtin/NAME.jsonl``; else the path."""
+    text = str(path)
+    if text.startswith(BUILTIN_PREFIX):
+        name = text[len(BUILTIN_PREFIX) :].removesuffix(".jsonl")
+        candidate = BUILTIN_DIR / f"{name}.jsonl"
+        if not candidate.is_file():
+            raise InputDataError(
+                f"unknown builtin data set {text!r}; available: "
+                + ", ".join(f"builtin:{n}" for n in builtin_names())
+            )
+        return candidate
+    return Path(text).expanduser()
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def question_id(problem: str, answer: str) -> str:
+    """First 16 hex chars of sha256 over whitespace-collapsed problem and answer."""
+    blob = _norm(problem) + "\x1f" + _norm(answer)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _as_text(value: Any, what: str) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        raise _Reject(f"empty {what}")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise _Reject(f"{what} is not a string (got {type(value).__name__})")
+    if isinstance(value, float):
+        value = str(int(value)) if value.is_integer() else repr(value)
+    text = str(value).strip()
+    if not text:
+        raise _Reject(f"empty {what}")
+    return text
+
+
+def _pick(record: dict[str, Any], configured: str | None, defaults: tuple[str, ...]) -> str | None:
+    if configured is not None:
+        return configured if configured in record else None
+    return next((name for name in defaults if name in record), None)
+
+
+def _answer_from(text: str, style: str, where: str) -> str:
+    if style == "plain":
+        return text
+    if style in ("auto", "gsm8k") and "####" in text:
+        found = gsm8k_answer(text)
+        if found:
+            return found
+        raise _Reject(f"empty answer after '####' in field '{where}'")
+    if style in ("auto", "boxed") and ("\\boxed" in text or "\\fbox" in text):
+        found = last_boxed(text)
+        if found:
+            return found
+        raise _Reject(f"unbalanced or empty \\boxed{{}} in field '{where}'")
+    if style == "auto":
+        return text
+    raise _Reject(f"no {'####' if style == 'gsm8k' else chr(92) + 'boxed{}'} answer in field '{where}'")
+
+
+def _extract_answer(record: dict[str, Any], cfg: DataConfig) -> str:
+    answer_field = _pick(record, cfg.answer_field, ANSWER_FIELDS)
+    if answer_field is not None and record.get(answer_field) not in (None, ""):
+        return _answer_from(_as_text(record[answer_field], "answer"), cfg.answer_style, answer_field)
+    solution_field = _pick(record, cfg.solution_field, SOLUTION_FIELDS)
+    if solution_field is not None and record.get(solution_field) not in (None, ""):
+        solution = _as_text(record[solution_field], "solution")
+        style = cfg.answer_style
+        if style in ("auto", "plain"):  # a bare worked solution is not an answer
+            if not any(marker in solution for marker in ("####", "\\boxed", "\\fbox")):
+                raise _Reject(f"no '####' or \\boxed{{}} answer in field '{solution_field}'")
+            style = "auto"
+        return _answer_from(solution, style, solution_field)
+    looked = [f for f in (cfg.answer_field, cfg.solution_field) if f] or [*ANSWER_FIELDS, *SOLUTION_FIELDS]
+    if answer_field is not None or solution_field is not None:
+        raise _Reject("empty answer")
+    raise _Reject(f"missing answer (looked for field {' / '.join(repr(f) for f in looked)})")
+
+
+def _validate(
+    record: dict[str, Any],
+    cfg: DataConfig,
+    max_prompt_tokens: int | None,
+    count_tokens: Callable[[str], int] | None,
+) -> tuple[str, str]:
+    problem_field = _pick(record, cfg.problem_field, PROBLEM_FIELDS)
+    if problem_field is None:
+        looked = [cfg.problem_field] if cfg.problem_field else list(PROBLEM_FIELDS)
+        raise _Reject(f"missing problem (looked for field {' / '.join(repr(f) for f in looked)})")
+    value = record[problem_field]
+    if value is not None and not isinstance(value, str):
+        raise _Reject(f"problem is not a string (got {type(value).__name__})")
+    if value is None or not value.strip():
+        raise _Reject("empty problem")
+    problem = value.strip()
+    answer = _extract_answer(record, cfg)
+    if count_tokens is not None and max_prompt_tokens is not None:
+        n_tokens = count_tokens(problem)
+        if n_tokens > max_prompt_tokens:
+            raise _Reject(f"problem too long: {n_tokens} tokens > {max_prompt_tokens} allowed")
+    return problem, answer
+
+
+def ingest_file(
+    path: str | Path,
+    data_cfg: DataConfig,
+    *,
+    max_prompt_tokens: int | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+) -> IngestResult:
+    """Validate every row of ``path``; reject bad rows, drop duplicates, apply shuffle/limit."""
+    resolved = resolve_data_path(path)
+    source = str(path) if str(path).startswith(BUILTIN_PREFIX) else str(resolved.resolve())
+    rows = read_rows(resolved, data_cfg.format)
+    questions: list[dict[str, Any]] = []
+    rejects: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    duplicates = 0
+    for row_no, record, error, raw in rows:
+        try:
+            if error is not None:
+                raise _Reject(error)
+            assert record is not None
+            problem, answer = _validate(record, data_cfg, max_prompt_tokens, count_tokens)
+        except _Reject as reject:
+            rejects.append({"source": source, "row": row_no, "reason": str(reject), "raw": raw})
+            continue
+        qid = question_id(problem, answer)
+        if qid in seen:
+            duplicates += 1
+            continue
+        seen.add(qid)
+        questions.append(
+            {"question_id": qid, "problem": problem, "answer": answer, "source": source, "source_row": row_no}
+        )
+    qdf = pd.DataFrame(questions, columns=QUESTION_COLUMNS).astype({"source_row": "int64"})
+    if data_cfg.shuffle:
+        qdf = qdf.sample(frac=1.0, random_state=data_cfg.seed)
+    if data_cfg.limit is not None:
+        qdf = qdf.head(data_cfg.limit)
+    qdf = qdf.reset_index(drop=True)
+    rdf = pd.DataFrame(rejects, columns=REJECT_COLUMNS).astype({"row": "int64"})
+    stats = {
+        "accepted": int(len(qdf)),
+        "rejected": int(len(rdf)),
+        "duplicates": duplicates,
+        "total_rows": len(rows),
+        "valid_unique": len(questions),
+        "source": source,
+    }
+    return IngestResult(questions=qdf, rejects=rdf, stats=stats)
+
+
+def default_ingest_dir(home: Path, path: str | Path) -> Path:
+    text = str(path)
+    stem = text[len(BUILTIN_PREFIX) :] if text.startswith(BUILTIN_PREFIX) else Path(text).stem
+    return home / "ingest" / (stem or "input")
+
+
+def write_ingest(result: IngestResult, out_dir: Path) -> dict[str, Path]:
+    """Write ``questions.parquet``, ``rejects.parquet`` and a readable ``rejects.jsonl``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "questions_file": out_dir / "questions.parquet",
+        "rejects_file": out_dir / "rejects.parquet",
+        "rejects_jsonl": out_dir / "rejects.jsonl",
+    }
+    for key, df in (("questions_file", result.questions), ("rejects_file", result.rejects)):
+        tmp = paths[key].with_suffix(".parquet.tmp")
+        df.to_parquet(tmp, index=False)
+        tmp.replace(paths[key])
+    with paths["rejects_jsonl"].open("w", encoding="utf-8") as handle:
+        for rec in result.rejects.to_dict(orient="records"):
+            handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return paths

@@ -1,0 +1,107 @@
+"""Grade a JSONL file of predictions (``sphere grade``).
+
+Owns the file workflow: read rows with ``prediction`` and ``answer`` (optional ``id``), extract
+and verify through a ``Grader``, write ``<name>.graded.jsonl`` (every input row, plus ``row``,
+``extracted``, ``correct``, ``status`` and ``error``). A malformed line or a row missing a field
+is reported with its row number and counted in ``errors``; it never stops the file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sphere_core.errors import InputDataError
+from sphere_core.grading.grader import Grader
+
+
+@dataclass
+class GradeFileResult:
+    graded_file: Path
+    total_rows: int
+    graded: int
+    correct: int
+    errors: list[dict[str, Any]] = field(default_factory=list)  # {"row", "reason"}
+    timeouts: int = 0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.graded if self.graded else None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "total_rows": self.total_rows,
+            "graded": self.graded,
+            "correct": self.correct,
+            "accuracy": self.accuracy,
+            "errors": len(self.errors),
+            "timeouts": self.timeouts,
+            "graded_file": str(self.graded_file),
+        }
+
+
+def graded_path(path: Path) -> Path:
+    name = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.stem
+    return path.with_name(f"{name}.graded.jsonl")
+
+
+def _field_text(record: dict[str, Any], name: str) -> str | None:
+    value = record.get(name)
+    if value is None or isinstance(value, (dict, list, bool)):
+        return None
+    return str(value)
+
+
+def grade_file(
+    path: str | Path,
+    grader: Grader,
+    out_path: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> GradeFileResult:
+    from sphere_core.data.readers import read_rows  # lazy: sphere_core.data imports grading
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputDataError(f"{path} is a directory; sphere grade expects a JSONL file")
+    rows = read_rows(path, "jsonl")
+    out = Path(out_path) if out_path else graded_path(path)
+    errors: list[dict[str, Any]] = []
+    good: list[tuple[int, dict[str, Any], str, str]] = []
+    for row_no, record, error, _raw in rows:
+        if error is None and record is not None:
+            prediction, answer = _field_text(record, "prediction"), _field_text(record, "answer")
+            missing = [n for n, v in (("prediction", prediction), ("answer", answer)) if v is None]
+            if missing:
+                error = "missing or non-text field " + ", ".join(repr(m) for m in missing)
+            elif not answer.strip():
+                error = "empty 'answer'"
+            else:
+                good.append((row_no, record, prediction, answer))
+                continue
+        errors.append({"row": row_no, "reason": error})
+    extracted = [grader.extract(p) for _, _, p, _ in good]
+    verdicts = grader.verify_detailed(extracted, [a for *_, a in good], progress=progress)
+    graded_rows = {
+        row_no: {**record, "row": row_no, "extracted": ext, "correct": v.correct, "status": v.status, "error": None}
+        for (row_no, record, _, _), ext, v in zip(good, extracted, verdicts)
+    }
+    for err in errors:
+        graded_rows[err["row"]] = {"row": err["row"], "extracted": None, "correct": False, "status": "error",
+                                   "error": err["reason"]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row_no in sorted(graded_rows):
+            handle.write(json.dumps(graded_rows[row_no], ensure_ascii=False, default=str) + "\n")
+    tmp.replace(out)
+    return GradeFileResult(
+        graded_file=out,
+        total_rows=len(rows),
+        graded=len(good),
+        correct=sum(v.correct for v in verdicts),
+        errors=errors,
+        timeouts=sum(v.status == "timeout" for v in verdicts),
+    )

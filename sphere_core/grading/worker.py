@@ -1,0 +1,45 @@
+"""Entry point of one grading worker process: ``python -m sphere_core.grading.worker R W``.
+
+Reads ``(fn, warmup)`` then ``(index, a, b)`` messages from file descriptor ``R`` and answers
+``(index, status, value)`` on ``W``. Started by ``pool.TimeoutPool`` as a plain subprocess (not
+``multiprocessing``), so the parent's ``__main__`` is never re-imported.
+"""
+
+from __future__ import annotations
+
+import sys
+from multiprocessing.connection import Connection
+
+
+def serve(inbox: Connection, outbox: Connection) -> None:
+    try:
+        fn, warmup = inbox.recv()
+        if warmup is not None:
+            warmup()
+    except Exception as err:
+        outbox.send(("failed", None, f"{type(err).__name__}: {err}"))
+        return
+    outbox.send(("ready", None, None))
+    while True:
+        try:
+            msg = inbox.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        if msg is None:
+            return
+        idx, a, b = msg
+        try:
+            outbox.send((idx, "ok", bool(fn(a, b))))
+        except Exception as err:
+            outbox.send((idx, "error", f"{type(err).__name__}: {err}"[:500]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    inbox = Connection(int(args[0]), writable=False)
+    outbox = Connection(int(args[1]), readable=False)
+    serve(inbox, outbox)
+
+
+if __name__ == "__main__":
+    main()

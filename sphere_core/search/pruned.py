@@ -1,0 +1,273 @@
+"""Lock-step pruned search (DESIGN §5): keep the max-reward and min-reward path per question.
+
+Every active path tail of every question in the batch advances together: per depth there
+is ONE ``generate_steps`` call (all tails x E candidates) and ONE PRM call (all
+candidates), plus one ORM call when ORM shaping is on. Depth 0 samples E candidates from
+the root; the top-k start the max side and the bottom-k the min side. At depth t > 0 each
+side's tails are expanded with E candidates each, the side's pool is ranked by Eq.3 and
+its top-k (max side) or bottom-k (min side) become the new tails. A tail that holds a final
+answer or ended at EOS is finished; everything stops at ``max_depth``. Sol_max is the
+finished max-side tail with the highest reward (Sol_min: min side, lowest); with k = 1
+these are simply the paper's two paths.
+
+Owns the search loop and its batching; not prompts (the caller gives chat messages), not
+grading or routing. ``search_isolated`` retries a failing batch in halves so that one bad
+question is reported as its own exception and the others still finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sphere_core.backends.base import ORM, PRM, Generator
+from sphere_core.config import RewardConfig
+from sphere_core.errors import BackendError, GenerationError
+from sphere_core.schemas import Step
+from sphere_core.search.params import SearchParams
+from sphere_core.search.reward import ParentStats, step_reward
+from sphere_core.search.tree import Node, PathResult, SearchResult, has_final_answer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchTask:
+    """One question to search: ``messages`` are the chat turns the root prompt is built from."""
+
+    question_id: str
+    problem: str
+    gold_answer: str
+    messages: list[dict[str, str]]
+
+
+@dataclass
+class SearchStats:
+    """Counters a caller may pass in to accumulate (benchmarks, progress)."""
+
+    generate_calls: int = 0
+    prm_calls: int = 0
+    orm_calls: int = 0
+    generated_tokens: int = 0
+    candidates: int = 0
+    generate_s: float = 0.0
+    prm_s: float = 0.0
+    orm_s: float = 0.0
+
+
+@dataclass
+class _Side:
+    name: str  # "max" | "min"
+    beams: list[Node] = field(default_factory=list)  # active tails
+    finished: list[Node] = field(default_factory=list)
+
+
+@dataclass
+class _State:
+    task: SearchTask
+    root_prompt: str
+    sides: dict[str, _Side]
+    nodes: list[Node] = field(default_factory=list)
+    counter: int = 0
+
+    def new_id(self, stage: str) -> str:
+        self.counter += 1
+        return f"{stage}:{self.task.question_id}:{self.counter}"
+
+
+def _tail_prompt(state: _State, tail: Node | None, delimiter: str) -> str:
+    if tail is None:
+        return state.root_prompt
+    return state.root_prompt + delimiter.join(tail.steps()) + delimiter
+
+
+def _rank(pool: list[Node], side: str) -> list[Node]:
+    """Best first for the side; ties go to the earliest candidate (max) / the latest (min)."""
+    order = {id(n): i for i, n in enumerate(pool)}
+    if side == "max":
+        return sorted(pool, key=lambda n: (-n.reward, order[id(n)]))
+    return sorted(pool, key=lambda n: (n.reward, -order[id(n)]))
+
+
+def _last_scores(prm: PRM, questions: list[str], steps: list[list[str]], golds: list[str]) -> list[float]:
+    score_last = getattr(prm, "score_last", None)
+    if callable(score_last):
+        scores = list(score_last(questions, steps, golds))
+    else:
+        per_step = prm.score(questions, steps, golds)
+        if len(per_step) != len(steps):
+            raise BackendError(f"PRM returned {len(per_step)} score lists for {len(steps)} candidates")
+        scores = []
+        for i, (got, want) in enumerate(zip(per_step, steps)):
+            if len(got) != len(want):
+                raise BackendError(f"PRM candidate {i}: expected one score per step ({len(want)}), got {len(got)}")
+            scores.append(got[-1])
+    if len(scores) != len(steps):
+        raise BackendError(f"PRM returned {len(scores)} scores for {len(steps)} candidates")
+    for i, s in enumerate(scores):
+        if not math.isfinite(float(s)):
+            raise BackendError(f"PRM returned a non-finite score ({s}) for candidate {i}")
+    return [float(s) for s in scores]
+
+
+def _make_node(state: _State, stage: str, step: Step, parent: Node | None, side: str | None,
+               depth: int, index: int) -> Node:
+    text = step.text.strip()
+    terminal = step.finish_reason == "eos" or has_final_answer(text)
+    return Node(
+        node_id=state.new_id(stage),
+        parent=parent,
+        depth=depth,
+        path=side or "root",
+        candidate_index=index,
+        text=text,
+        mean_logprob=step.mean_logprob,
+        finish_reason=step.finish_reason,
+        num_tokens=step.num_tokens or len(step.token_logprobs),
+        terminal=terminal,
+    )
+
+
+def pruned_search(
+    tasks: Sequence[SearchTask],
+    generator: Generator,
+    prm: PRM,
+    params: SearchParams,
+    reward_cfg: RewardConfig,
+    *,
+    stage: str,
+    orm: ORM | None = None,
+    stats: SearchStats | None = None,
+) -> list[SearchResult]:
+    """Search all ``tasks`` in lock-step; returns one SearchResult per task, in order.
+
+    Raises on any backend failure (the whole batch fails; see ``search_isolated``).
+    """
+    stats = stats if stats is not None else SearchStats()
+    if params.use_orm and orm is None:
+        raise BackendError("ORM shaping is on for this stage but no ORM was given")
+    states = [
+        _State(task=t, root_prompt=generator.apply_chat_template(t.messages),
+               sides={"max": _Side("max"), "min": _Side("min")})
+        for t in tasks
+    ]
+    E = params.num_candidates
+    for depth in range(params.max_depth):
+        # (state, side name or None at the root, tail or None)
+        requests: list[tuple[_State, str | None, Node | None]] = []
+        for st in states:
+            if depth == 0:
+                requests.append((st, None, None))
+            else:
+                for side in st.sides.values():
+                    requests.extend((st, side.name, tail) for tail in side.beams)
+        if not requests:
+            break
+        prompts = [_tail_prompt(st, tail, params.delimiter) for st, _, tail in requests]
+        t0 = time.perf_counter()
+        outs = generator.generate_steps(
+            prompts, E, params.temperature, [params.delimiter], params.max_step_tokens,
+            top_p=params.top_p, top_k=params.top_k, seed=params.call_seed(depth),
+        )
+        stats.generate_s += time.perf_counter() - t0
+        stats.generate_calls += 1
+        if len(outs) != len(prompts) or any(len(o) != E for o in outs):
+            raise GenerationError(
+                f"generator returned {[len(o) for o in outs]} candidates for {len(prompts)} prompts x n={E}"
+            )
+
+        groups: list[tuple[_State, str | None, list[Node]]] = []
+        flat: list[tuple[_State, Node]] = []
+        for (st, side, tail), cands in zip(requests, outs):
+            nodes = [_make_node(st, stage, step, tail, side, depth, i) for i, step in enumerate(cands)]
+            st.nodes.extend(nodes)
+            groups.append((st, side, nodes))
+            flat.extend((st, n) for n in nodes)
+            stats.generated_tokens += sum(n.num_tokens for n in nodes)
+        stats.candidates += len(flat)
+
+        questions = [st.task.problem for st, _ in flat]
+        steps = [n.steps() for _, n in flat]
+        golds = [st.task.gold_answer for st, _ in flat]
+        t0 = time.perf_counter()
+        prm_scores = _last_scores(prm, questions, steps, golds)
+        stats.prm_s += time.perf_counter() - t0
+        stats.prm_calls += 1
+        orm_scores: list[float | None] = [None] * len(flat)
+        if params.use_orm:
+            t0 = time.perf_counter()
+            got = list(orm.score(questions, steps, golds))  # type: ignore[union-attr]
+            stats.orm_s += time.perf_counter() - t0
+            stats.orm_calls += 1
+            if len(got) != len(flat):
+                raise BackendError(f"ORM returned {len(got)} scores for {len(flat)} candidates")
+            orm_scores = [float(x) for x in got]
+        for (_, node), p, o in zip(flat, prm_scores, orm_scores):
+            node.prm = p
+            node.orm = math.nan if o is None else o
+            parent = None if node.parent is None else ParentStats(node.parent.prm, node.parent.mean_logprob)
+            node.reward = step_reward(reward_cfg, prm=p, mean_logprob=node.mean_logprob, parent=parent, orm=o)
+
+        last = depth == params.max_depth - 1
+        if depth == 0:
+            for st, _, nodes in groups:
+                for side in st.sides.values():
+                    _select(side, nodes, params.keep, last)
+        else:
+            pools: dict[tuple[int, str], list[Node]] = {}
+            for st, side, nodes in groups:
+                pools.setdefault((id(st), side), []).extend(nodes)  # type: ignore[arg-type]
+            for st in states:
+                for side in st.sides.values():
+                    if side.beams:
+                        _select(side, pools.get((id(st), side.name), []), params.keep - len(side.finished), last)
+    return [_result(st, params.delimiter) for st in states]
+
+
+def _select(side: _Side, pool: list[Node], k: int, last: bool) -> None:
+    """Replace the side's tails by the best k of ``pool``; finished tails leave the beam."""
+    usable = [n for n in pool if n.text]
+    if not usable:  # every candidate empty: the path ends where it was
+        side.finished.extend(side.beams)
+        side.beams = []
+        return
+    chosen = _rank(usable, side.name)[: max(1, k)]
+    side.beams = []
+    for node in chosen:
+        node.selected = True
+        if node.terminal or last:
+            side.finished.append(node)
+        else:
+            side.beams.append(node)
+
+
+def _result(st: _State, delimiter: str) -> SearchResult:
+    paths = {}
+    for name, side in st.sides.items():
+        tails = side.finished + side.beams
+        best = _rank(tails, name)[0] if tails else None
+        paths[name] = PathResult(best.lineage() if best is not None else [], delimiter)
+    return SearchResult(st.task.question_id, paths["max"], paths["min"], st.nodes)
+
+
+def search_isolated(
+    tasks: Sequence[SearchTask], run: Callable[[Sequence[SearchTask]], list[SearchResult]]
+) -> list[SearchResult | Exception]:
+    """Run ``run`` on the batch; if it raises, retry in halves until each failure is one task.
+
+    Returns one SearchResult or the Exception that task raised on its own, in task order.
+    """
+    if not tasks:
+        return []
+    try:
+        return list(run(tasks))
+    except Exception as err:  # noqa: BLE001 - isolated below, reported per question
+        if len(tasks) == 1:
+            log.warning("search failed for question %s: %s", tasks[0].question_id, err)
+            return [err]
+        log.warning("search failed for a batch of %d questions (%s); retrying in halves", len(tasks), err)
+    mid = len(tasks) // 2
+    return search_isolated(tasks[:mid], run) + search_isolated(tasks[mid:], run)

@@ -1,0 +1,238 @@
+"""Engines and migrations for the metadata store.
+
+Owns: database URL resolution (explicit > ``$SPHERE_DATABASE_URL`` > SQLite in
+``$SPHERE_HOME``), password-free URLs for messages, engine creation (SQLite: WAL,
+busy timeout, foreign keys, ``BEGIN IMMEDIATE`` for writes, transactional DDL), and running
+the packaged Alembic migrations programmatically under a cross-process lock (a file lock on
+SQLite, an advisory lock on PostgreSQL). Does not own queries (``repo.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, exc, text
+from sqlalchemy.engine import URL, make_url
+
+from sphere_core.errors import StoreError
+from sphere_core.paths import default_database_url, sphere_home
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+SQLITE_BUSY_TIMEOUT_S = 30.0
+WRITE_OPTION = "sphere_write"
+"""Execution option: on SQLite, transactions on such connections start with BEGIN IMMEDIATE."""
+
+
+def resolve_database_url(database_url: str | None = None, home: Path | None = None) -> str:
+    """Explicit URL > ``$SPHERE_DATABASE_URL`` > ``sqlite:///$SPHERE_HOME/sphere.db``."""
+    url = database_url or os.environ.get("SPHERE_DATABASE_URL")
+    if url:
+        return url
+    return default_database_url(Path(home) if home is not None else sphere_home())
+
+
+def redact_url(url: str | URL) -> str:
+    """The URL with its password replaced by ``***`` (for messages and logs)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return "<unparsable database URL>"
+
+
+def _parse(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError as err:
+        raise StoreError(f"invalid database URL {redact_url(url)!r}: {err}") from err
+    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise StoreError(
+            f"unsupported database {redact_url(parsed)}: use sqlite:/// or postgresql+psycopg://"
+        )
+    return parsed
+
+
+def _sqlite_path(url: URL) -> Path | None:
+    db = url.database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db).expanduser().resolve()
+
+
+def _install_sqlite_events(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take the write lock up front: a deferred transaction that later upgrades
+        # to a writer fails at once with "database is locked" when another process wrote
+        # meanwhile (busy_timeout does not apply to that case).
+        immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def make_engine(database_url: str) -> Engine:
+    """An Engine for a supported URL; creates the SQLite file's directory."""
+    url = _parse(database_url)
+    serializer = lambda obj: json.dumps(obj, default=str)
+    if url.get_backend_name() == "sqlite":
+        path = _sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
+            json_serializer=serializer,
+        )
+        _install_sqlite_events(engine)
+        return engine
+    connect_args = {"connect_timeout": 10} if url.get_driver_name() == "psycopg" else {}
+    return create_engine(
+        url, pool_pre_ping=True, connect_args=connect_args, json_serializer=serializer
+    )
+
+
+def connection_error(url: str | URL, err: BaseException) -> StoreError:
+    """A StoreError naming the (password-free) URL and the driver's first line of reason."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    orig = getattr(err, "orig", None) or err
+    reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    if parsed.password:
+        reason = reason.replace(str(parsed.password), "***")
+    return StoreError(f"cannot connect to database {redact_url(parsed)}: {reason}")
+
+
+def check_connection(engine: Engine) -> None:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except exc.DBAPIError as err:
+        raise connection_error(engine.url, err) from err
+
+
+# -- migrations -------------------------------------------------------------------------------
+
+
+def _alembic_config(database_url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    heads = ScriptDirectory.from_config(_alembic_config("sqlite://")).get_heads()
+    if len(heads) != 1:
+        raise StoreError(f"migrations in {MIGRATIONS_DIR} have {len(heads)} heads {heads}; expected 1")
+    return heads[0]
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision stamped in the database, or None when it was never migrated."""
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as conn:
+            heads = MigrationContext.configure(conn).get_current_heads()
+    except exc.OperationalError as err:
+        raise connection_error(engine.url, err) from err
+    return heads[0] if heads else None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX: transactional DDL still serialises
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _advisory_key(url: URL) -> int:
+    digest = hashlib.sha256(f"sphere-migrate:{url.database}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def upgrade_database(database_url: str | None = None, *, engine: Engine | None = None,
+                     revision: str = "head") -> str | None:
+    """``alembic upgrade <revision>`` on the database; safe to run from several processes.
+
+    Returns the revision the database is at afterwards.
+    """
+    own_engine = engine is None
+    engine = engine or make_engine(resolve_database_url(database_url))
+    try:
+        return _migrate(engine, "upgrade", revision)
+    finally:
+        if own_engine:
+            engine.dispose()
+
+
+def downgrade_database(database_url: str | None = None, *, engine: Engine | None = None,
+                       revision: str = "base") -> str | None:
+    own_engine = engine is None
+    engine = engine or make_engine(resolve_database_url(database_url))
+    try:
+        return _migrate(engine, "downgrade", revision)
+    finally:
+        if own_engine:
+            engine.dispose()
+
+
+def _migrate(engine: Engine, direction: str, revision: str) -> str | None:
+    from alembic import command
+
+    url = engine.url
+    cfg = _alembic_config(url.render_as_string(hide_password=False))
+    path = _sqlite_path(url) if url.get_backend_name() == "sqlite" else None
+    lock = _file_lock(path.with_name(path.name + ".migrate.lock")) if path else contextlib.nullcontext()
+    pg = url.get_backend_name() == "postgresql"
+    with lock:
+        try:
+            conn = engine.connect()
+        except exc.DBAPIError as err:
+            raise connection_error(url, err) from err
+        with conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            try:
+                if pg:  # session-level lock, held across alembic's own transactions
+                    conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _advisory_key(url)})
+                    conn.commit()
+                try:
+                    cfg.attributes["connection"] = conn
+                    getattr(command, direction)(cfg, revision)
+                    conn.commit()
+                finally:
+                    if pg:
+                        conn.rollback()
+                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _advisory_key(url)})
+                        conn.commit()
+            except exc.DBAPIError as err:
+                reason = (str(err.orig).strip().splitlines() or ["?"])[0]
+                raise StoreError(f"migrating {redact_url(url)} ({direction} {revision}) failed: {reason}") from err
+    return current_revision(engine)
