@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from flows.commands.common import ConfigOpt, PresetOpt, SetOpt, console, out, resolve_config
 
-FileArg = Annotated[Optional[str], typer.Argument(help="Question file (jsonl/json/parquet/csv/HF dir) or builtin:NAME; default data.path.")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output dir (default $SPHERE_HOME/ingest/<stem>/).")]
+FileArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Question file (jsonl/json/parquet/csv/HF dir) or builtin:NAME; default data.path."
+    ),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Output dir (default $SPHERE_HOME/ingest/<stem>/)."),
+]
 JsonFormatOpt = Annotated[str, typer.Option("--format", "-f", help="Output format: table | json.")]
 
 
@@ -72,7 +80,14 @@ def _ingest_table(source: str, summary: dict[str, Any], rejects, rejects_jsonl: 
     from rich.table import Table
 
     table = Table(title=f"ingest {source}", show_header=False)
-    for key in ("total_rows", "accepted", "rejected", "duplicates", "questions_file", "rejects_file"):
+    for key in (
+        "total_rows",
+        "accepted",
+        "rejected",
+        "duplicates",
+        "questions_file",
+        "rejects_file",
+    ):
         table.add_row(key, str(summary[key]))
     out.print(table)
     if len(rejects):
@@ -87,26 +102,29 @@ def _ingest_table(source: str, summary: dict[str, Any], rejects, rejects_jsonl: 
 
 
 def grade(
-    file: Annotated[Path, typer.Argument(help="JSONL with `prediction`, `answer` (optional `id`) per row.")],
+    file: Annotated[
+        Path, typer.Argument(help="JSONL with `prediction`, `answer` (optional `id`) per row.")
+    ],
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Graded file (default FILE.graded.jsonl).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Graded file (default FILE.graded.jsonl).")
+    ] = None,
     fmt: JsonFormatOpt = "table",
 ) -> None:
     """Extract final answers from predictions and verify them against gold answers."""
     from rich.progress import Progress
 
     from sphere_core.errors import GradingError
-    from sphere_core.grading import Grader, grade_file
+    from sphere_core.grading import get_grader, grade_file
 
     _check_format(fmt)
     cfg = resolve_config(preset, config, set_)
-    g = cfg.grading
-    with Grader(timeout_s=g.timeout_s, workers=g.workers, fallback=g.fallback) as grader:
-        with Progress(console=console, transient=True, disable=fmt == "json") as bar:
-            task = bar.add_task("grading", total=None)
-            result = grade_file(file, grader, output, progress=lambda n: bar.advance(task, n))
+    grader = get_grader(cfg.grading)  # process-wide; its workers stop at exit
+    with Progress(console=console, transient=True, disable=fmt == "json") as bar:
+        task = bar.add_task("grading", total=None)
+        result = grade_file(file, grader, output, progress=lambda n: bar.advance(task, n))
     summary = result.summary()
     if fmt == "json":
         _print_json(summary)

@@ -16,8 +16,9 @@ Factories: ``factory(cfg, home, prm) -> ORM``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from sphere_core.backends.prm import check_inputs, check_last_scores
 from sphere_core.backends.prm_simple import outcome_rewards

@@ -22,9 +22,10 @@ importing this module never imports torch.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from sphere_core.backends.registry import register_prm
 from sphere_core.config import SphereConfig
@@ -61,7 +62,9 @@ def check_inputs(
             raise BackendError(f"{name}: candidate {i} has no steps to score")
 
 
-def check_scores(name: str, steps_per_candidate: Candidates, scores: Sequence[Sequence[float]]) -> list[list[float]]:
+def check_scores(
+    name: str, steps_per_candidate: Candidates, scores: Sequence[Sequence[float]]
+) -> list[list[float]]:
     """Validate per-step scores (shape, finiteness, range) and return them as floats."""
     if len(scores) != len(steps_per_candidate):
         raise BackendError(
@@ -78,7 +81,9 @@ def check_scores(name: str, steps_per_candidate: Candidates, scores: Sequence[Se
     return out
 
 
-def check_last_scores(name: str, steps_per_candidate: Candidates, scores: Sequence[float]) -> list[float]:
+def check_last_scores(
+    name: str, steps_per_candidate: Candidates, scores: Sequence[float]
+) -> list[float]:
     if len(scores) != len(steps_per_candidate):
         raise BackendError(
             f"{name}: expected one last-step score per candidate ({len(steps_per_candidate)}), "
@@ -109,6 +114,7 @@ class BasePRM:
 
     def __init__(self) -> None:
         self._memo: OrderedDict[tuple, float] = OrderedDict()
+        self._memo_lock = threading.Lock()
 
     @property
     def label(self) -> str:
@@ -121,10 +127,14 @@ class BasePRM:
         steps_per_candidate: Candidates,
         gold_answers: Sequence[str] | None = None,
     ) -> list[list[float]]:
-        check_inputs(self.label, questions, steps_per_candidate, gold_answers, need_gold=self.needs_gold)
+        check_inputs(
+            self.label, questions, steps_per_candidate, gold_answers, need_gold=self.needs_gold
+        )
         if not questions:
             return []
-        scores = self._score(list(questions), _as_lists(steps_per_candidate), _golds(gold_answers, len(questions)))
+        scores = self._score(
+            list(questions), _as_lists(steps_per_candidate), _golds(gold_answers, len(questions))
+        )
         return check_scores(self.label, steps_per_candidate, scores)
 
     def score_last(
@@ -133,29 +143,41 @@ class BasePRM:
         steps_per_candidate: Candidates,
         gold_answers: Sequence[str] | None = None,
     ) -> list[float]:
-        check_inputs(self.label, questions, steps_per_candidate, gold_answers, need_gold=self.needs_gold)
+        check_inputs(
+            self.label, questions, steps_per_candidate, gold_answers, need_gold=self.needs_gold
+        )
         if not questions:
             return []
         golds = _golds(gold_answers, len(questions))
         steps = _as_lists(steps_per_candidate)
         keys = [(q, tuple(s), g) for q, s, g in zip(questions, steps, golds)]
-        todo = [i for i, k in enumerate(keys) if k not in self._memo]
+        with self._memo_lock:
+            known = {k: self._memo[k] for k in keys if k in self._memo}
         unique: dict[tuple, int] = {}
-        for i in todo:
-            unique.setdefault(keys[i], i)
+        for i, k in enumerate(keys):
+            if k not in known:
+                unique.setdefault(k, i)
         if unique:
             idx = list(unique.values())
-            got = self._score_last([questions[i] for i in idx], [steps[i] for i in idx], [golds[i] for i in idx])
+            got = self._score_last(
+                [questions[i] for i in idx], [steps[i] for i in idx], [golds[i] for i in idx]
+            )
             got = check_last_scores(self.label, [steps[i] for i in idx], got)
-            for i, s in zip(idx, got):
-                self._remember(keys[i], s)
-        return [self._memo[k] for k in keys]
+            with self._memo_lock:
+                for i, s in zip(idx, got):
+                    known[keys[i]] = s
+                    self._remember(keys[i], s)
+        return [known[k] for k in keys]
 
     # -- for subclasses ----------------------------------------------------------------
-    def _score(self, questions: list[str], steps: list[list[str]], golds: list[str | None]) -> list[list[float]]:
+    def _score(
+        self, questions: list[str], steps: list[list[str]], golds: list[str | None]
+    ) -> list[list[float]]:
         raise NotImplementedError
 
-    def _score_last(self, questions: list[str], steps: list[list[str]], golds: list[str | None]) -> list[float]:
+    def _score_last(
+        self, questions: list[str], steps: list[list[str]], golds: list[str | None]
+    ) -> list[float]:
         return [s[-1] for s in self._score(questions, steps, golds)]
 
     def _remember(self, key: tuple, value: float) -> None:
@@ -170,7 +192,11 @@ def _as_lists(steps_per_candidate: Candidates) -> list[list[str]]:
 
 
 def _golds(gold_answers: Sequence[str] | None, n: int) -> list[str | None]:
-    return [None] * n if gold_answers is None else [None if g is None else str(g) for g in gold_answers]
+    return (
+        [None] * n
+        if gold_answers is None
+        else [None if g is None else str(g) for g in gold_answers]
+    )
 
 
 def prefixes(steps: list[list[str]]) -> tuple[list[tuple[int, int]], list[int]]:
@@ -187,7 +213,9 @@ def prefixes(steps: list[list[str]]) -> tuple[list[tuple[int, int]], list[int]]:
     return items, offsets
 
 
-def unflatten(values: Sequence[float], steps: list[list[str]], offsets: list[int]) -> list[list[float]]:
+def unflatten(
+    values: Sequence[float], steps: list[list[str]], offsets: list[int]
+) -> list[list[float]]:
     return [list(values[o : o + len(s)]) for o, s in zip(offsets, steps)]
 
 

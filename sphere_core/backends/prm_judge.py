@@ -24,9 +24,11 @@ demo the judge shares the policy's weights instead of loading a second copy.
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from sphere_core.backends.prm import BasePRM, prefixes, unflatten
 from sphere_core.config import SphereConfig
@@ -44,14 +46,17 @@ JUDGE_SYSTEM = (
 OMITTED = "(earlier steps omitted)"
 
 
-def judge_messages(question: str, steps: Sequence[str], first_step: int = 1, omitted: bool = False) -> list[dict[str, str]]:
+def judge_messages(
+    question: str, steps: Sequence[str], first_step: int = 1, omitted: bool = False
+) -> list[dict[str, str]]:
     """Chat turns asking whether the last of ``steps`` is correct (steps numbered from ``first_step``)."""
     lines = [f"Step {first_step + i}: {s.strip()}" for i, s in enumerate(steps)]
     if omitted:
         lines.insert(0, OMITTED)
     last = first_step + len(steps) - 1
     user = (
-        f"Problem:\n{question.strip()}\n\nSolution so far:\n" + "\n\n".join(lines)
+        f"Problem:\n{question.strip()}\n\nSolution so far:\n"
+        + "\n\n".join(lines)
         + f"\n\nIs Step {last} correct? Answer Yes or No."
     )
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
@@ -92,21 +97,34 @@ class JudgePRM(BasePRM):
                 f"{YES_VARIANTS if not self.yes_ids else NO_VARIANTS} as a single token; "
                 "choose another prm.model or prm.kind"
             )
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
         self.pad_id = int(pad) if pad is not None else 0
+        self._extra = (
+            {"logits_to_keep": 1}
+            if "logits_to_keep" in inspect.signature(model.forward).parameters
+            else {}
+        )
 
     @classmethod
-    def from_config(cls, cfg: SphereConfig, home: Path) -> "JudgePRM":
+    def from_config(cls, cfg: SphereConfig, home: Path) -> JudgePRM:
         from sphere_core.backends.cache import get_generator
 
         spec = cfg.prm_model
         if spec.backend != "hf":
-            log.warning("judge PRM reads logits, so it loads %s with the hf backend (not %s)", spec.path, spec.backend)
+            log.warning(
+                "judge PRM reads logits, so it loads %s with the hf backend (not %s)",
+                spec.path,
+                spec.backend,
+            )
             spec = spec.model_copy(update={"backend": "hf"})
         gen = get_generator(spec, home)
         for attr in ("model", "tokenizer"):
             if not hasattr(gen, attr):
-                raise BackendError(f"judge PRM needs a generator exposing .{attr}; {type(gen).__name__} does not")
+                raise BackendError(
+                    f"judge PRM needs a generator exposing .{attr}; {type(gen).__name__} does not"
+                )
         return cls(
             gen.model,
             gen.tokenizer,
@@ -120,7 +138,9 @@ class JudgePRM(BasePRM):
         items, offsets = prefixes(steps)
         keys = [(questions[c], tuple(steps[c][: j + 1])) for c, j in items]
         unique = list(dict.fromkeys(keys))
-        values = dict(zip(unique, self._judge([q for q, _ in unique], [list(s) for _, s in unique])))
+        values = dict(
+            zip(unique, self._judge([q for q, _ in unique], [list(s) for _, s in unique]))
+        )
         return unflatten([values[k] for k in keys], steps, offsets)
 
     def _score_last(self, questions, steps, golds):
@@ -129,11 +149,15 @@ class JudgePRM(BasePRM):
     # -- internals -------------------------------------------------------------------
     def _encode(self, question: str, steps: list[str]) -> list[int]:
         for start in range(len(steps)):
-            text = self.render(judge_messages(question, steps[start:], first_step=start + 1, omitted=start > 0))
+            text = self.render(
+                judge_messages(question, steps[start:], first_step=start + 1, omitted=start > 0)
+            )
             ids = self.tokenizer.encode(text, add_special_tokens=False)
             if len(ids) <= self.max_len:
                 if start:
-                    log.info("judge PRM: dropped %d earlier steps to fit %d tokens", start, self.max_len)
+                    log.info(
+                        "judge PRM: dropped %d earlier steps to fit %d tokens", start, self.max_len
+                    )
                 return list(ids)
         raise BackendError(
             f"judge PRM: the problem plus its last step is {len(ids)} tokens, over max_model_len={self.max_len}"
@@ -150,12 +174,23 @@ class JudgePRM(BasePRM):
         no = torch.tensor(self.no_ids, device=device)
         for b in range(0, len(order), self.batch_size):
             idx = order[b : b + self.batch_size]
-            input_ids, attention, positions = _left_pad([encoded[i] for i in idx], self.pad_id, device)
+            input_ids, attention, positions = _left_pad(
+                [encoded[i] for i in idx], self.pad_id, device
+            )
             with torch.inference_mode():
-                logits = self.model(
-                    input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=1
-                ).logits[:, -1, :].float()
-            margin = torch.logsumexp(logits[:, yes], dim=-1) - torch.logsumexp(logits[:, no], dim=-1)
+                logits = (
+                    self.model(
+                        input_ids=input_ids,
+                        attention_mask=attention,
+                        position_ids=positions,
+                        **self._extra,
+                    )
+                    .logits[:, -1, :]
+                    .float()
+                )
+            margin = torch.logsumexp(logits[:, yes], dim=-1) - torch.logsumexp(
+                logits[:, no], dim=-1
+            )
             for i, p in zip(idx, torch.sigmoid(margin).tolist()):
                 out[i] = float(p)
         return out

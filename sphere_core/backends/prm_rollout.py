@@ -56,7 +56,7 @@ class RolloutPRM(BasePRM):
         self.delimiter = delimiter
 
     @classmethod
-    def from_config(cls, cfg: SphereConfig, home: Path) -> "RolloutPRM":
+    def from_config(cls, cfg: SphereConfig, home: Path) -> RolloutPRM:
         from sphere_core.backends.cache import get_generator
 
         return cls(
@@ -74,8 +74,11 @@ class RolloutPRM(BasePRM):
     # -- BasePRM ---------------------------------------------------------------------
     def _score(self, questions, steps, golds):
         items, offsets = prefixes(steps)
-        values = self._values([questions[c] for c, _ in items], [steps[c][: j + 1] for c, j in items],
-                              [golds[c] for c, _ in items])
+        values = self._values(
+            [questions[c] for c, _ in items],
+            [steps[c][: j + 1] for c, j in items],
+            [golds[c] for c, _ in items],
+        )
         return unflatten(values, steps, offsets)
 
     def _score_last(self, questions, steps, golds):
@@ -85,17 +88,27 @@ class RolloutPRM(BasePRM):
     def prompt(self, question: str, steps: list[str]) -> str:
         from sphere_core.prompts import solve_messages
 
-        root = self.generator.apply_chat_template(solve_messages(question), add_generation_prompt=True)
+        root = self.generator.apply_chat_template(
+            solve_messages(question), add_generation_prompt=True
+        )
         return root + self.delimiter.join(s.strip() for s in steps) + self.delimiter
 
-    def _values(self, questions: list[str], prefs: list[list[str]], golds: list[str]) -> list[float]:
+    def _values(
+        self, questions: list[str], prefs: list[list[str]], golds: list[str]
+    ) -> list[float]:
         out: list[float | None] = [None] * len(prefs)
         terminal = [i for i, p in enumerate(prefs) if final_answer(p[-1])[0]]
         if terminal:
-            direct = outcome_rewards([prefs[i][-1] for i in terminal], [golds[i] for i in terminal], self.grading)
+            direct = outcome_rewards(
+                [prefs[i][-1] for i in terminal], [golds[i] for i in terminal], self.grading
+            )
             for i, v in zip(terminal, direct):
                 out[i] = v
-        keys = {(questions[i], tuple(prefs[i]), golds[i]): i for i in range(len(prefs)) if out[i] is None}
+        keys = {
+            (questions[i], tuple(prefs[i]), golds[i]): i
+            for i in range(len(prefs))
+            if out[i] is None
+        }
         if keys:
             firsts = list(keys.values())
             texts, rollout_golds = self._rollouts(firsts, questions, prefs, golds)
@@ -104,7 +117,8 @@ class RolloutPRM(BasePRM):
             verdicts = get_grader(self.grading).grade_texts(texts, rollout_golds)
             k = self.rollouts
             fractions = {
-                key: sum(ok for _, ok in verdicts[n * k : (n + 1) * k]) / k for n, key in enumerate(keys)
+                key: sum(ok for _, ok in verdicts[n * k : (n + 1) * k]) / k
+                for n, key in enumerate(keys)
             }
             for i in range(len(prefs)):
                 if out[i] is None:
@@ -114,8 +128,14 @@ class RolloutPRM(BasePRM):
     def _rollouts(self, idx: list[int], questions, prefs, golds) -> tuple[list[str], list[str]]:
         prompts = [self.prompt(questions[i], prefs[i]) for i in idx]
         results = self.generator.generate_steps(
-            prompts, n=self.rollouts, temperature=self.temperature, stop=None, max_tokens=self.max_tokens,
-            top_p=self.top_p, top_k=self.top_k, seed=self.seed,
+            prompts,
+            n=self.rollouts,
+            temperature=self.temperature,
+            stop=None,
+            max_tokens=self.max_tokens,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            seed=self.seed,
         )
         if len(results) != len(prompts) or any(len(r) != self.rollouts for r in results):
             raise BackendError(

@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from sphere_core.backends.prm import BasePRM, prefixes, unflatten
 from sphere_core.config import GradingConfig, SphereConfig
@@ -38,7 +38,9 @@ def final_answer(text: str) -> tuple[bool, str | None]:
     return (answer is not None or FINAL_MARKER_RE.search(text) is not None), answer
 
 
-def outcome_rewards(texts: Sequence[str], golds: Sequence[str], grading: GradingConfig) -> list[float]:
+def outcome_rewards(
+    texts: Sequence[str], golds: Sequence[str], grading: GradingConfig
+) -> list[float]:
     """1.0 / 0.0 for texts with a right / wrong final answer, ``NON_TERMINAL`` otherwise."""
     from sphere_core.grading import get_grader
 
@@ -46,7 +48,9 @@ def outcome_rewards(texts: Sequence[str], golds: Sequence[str], grading: Grading
     out = [NON_TERMINAL if not terminal else 0.0 for terminal, _ in found]
     to_check = [i for i, (terminal, answer) in enumerate(found) if terminal and answer is not None]
     if to_check:
-        verdicts = get_grader(grading).verify([found[i][1] for i in to_check], [golds[i] for i in to_check])
+        verdicts = get_grader(grading).verify(
+            [found[i][1] for i in to_check], [golds[i] for i in to_check]
+        )
         for i, ok in zip(to_check, verdicts):
             out[i] = 1.0 if ok else 0.0
     return out
@@ -61,12 +65,14 @@ class OutcomePRM(BasePRM):
         self.grading = grading
 
     @classmethod
-    def from_config(cls, cfg: SphereConfig, home: Path) -> "OutcomePRM":
+    def from_config(cls, cfg: SphereConfig, home: Path) -> OutcomePRM:
         return cls(cfg.grading)
 
     def _score(self, questions, steps, golds):
         items, offsets = prefixes(steps)
-        values = outcome_rewards([steps[c][j] for c, j in items], [golds[c] for c, _ in items], self.grading)
+        values = outcome_rewards(
+            [steps[c][j] for c, j in items], [golds[c] for c, _ in items], self.grading
+        )
         return unflatten(values, steps, offsets)
 
     def _score_last(self, questions, steps, golds):
@@ -81,7 +87,7 @@ class RandomPRM(BasePRM):
         self.seed = int(seed)
 
     @classmethod
-    def from_config(cls, cfg: SphereConfig, home: Path) -> "RandomPRM":
+    def from_config(cls, cfg: SphereConfig, home: Path) -> RandomPRM:
         return cls(cfg.prm.seed)
 
     def _value(self, question: str, prefix: Sequence[str]) -> float:
@@ -91,7 +97,9 @@ class RandomPRM(BasePRM):
         return random.Random(int.from_bytes(h.digest()[:8], "big")).random()
 
     def _score(self, questions, steps, golds):
-        return [[self._value(q, s[: j + 1]) for j in range(len(s))] for q, s in zip(questions, steps)]
+        return [
+            [self._value(q, s[: j + 1]) for j in range(len(s))] for q, s in zip(questions, steps)
+        ]
 
     def _score_last(self, questions, steps, golds):
         return [self._value(q, s) for q, s in zip(questions, steps)]

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from sphere_core.backends.prm import BasePRM
 from sphere_core.backends.registry import register_prm
@@ -51,14 +52,18 @@ def qwen_prm_messages(question: str, steps: Sequence[str]) -> list[dict[str, str
 def step_tag_id(tokenizer: Any) -> int:
     ids = tokenizer.encode(STEP_TAG, add_special_tokens=False)
     if len(ids) != 1:
-        raise ModelLoadError(f"qwen-prm: the tokenizer does not have {STEP_TAG} as one token (got ids {ids})")
+        raise ModelLoadError(
+            f"qwen-prm: the tokenizer does not have {STEP_TAG} as one token (got ids {ids})"
+        )
     return int(ids[0])
 
 
 def build_head(hidden_size: int, num_labels: int = 2):
     from torch import nn
 
-    return nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, num_labels))
+    return nn.Sequential(
+        nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, num_labels)
+    )
 
 
 def read_head_weights(model_dir: Path) -> dict[str, Any]:
@@ -74,7 +79,7 @@ def read_head_weights(model_dir: Path) -> dict[str, Any]:
     tensors: dict[str, Any] = {}
     for name in files:
         with safe_open(str(model_dir / name), framework="pt") as f:
-            for key in f.keys():
+            for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                 if key.startswith(HEAD_PREFIX):
                     tensors[key[len(HEAD_PREFIX) :]] = f.get_tensor(key)
     if not tensors:
@@ -92,23 +97,31 @@ def load_transformers(model_dir: Path, device: str, dtype: Any):
 
     config = AutoConfig.from_pretrained(str(model_dir))
     if getattr(config, "model_type", None) != "qwen2":
-        raise ModelLoadError(f"qwen-prm expects a Qwen2 checkpoint, {model_dir} has model_type {config.model_type!r}")
+        raise ModelLoadError(
+            f"qwen-prm expects a Qwen2 checkpoint, {model_dir} has model_type {config.model_type!r}"
+        )
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the score.* keys are "unexpected" for the bare backbone
     try:
-        backbone, info = Qwen2Model.from_pretrained(str(model_dir), dtype=dtype, output_loading_info=True)
+        backbone, info = Qwen2Model.from_pretrained(
+            str(model_dir), dtype=dtype, output_loading_info=True
+        )
     except OSError as err:
         raise ModelLoadError(f"qwen-prm: cannot load the backbone from {model_dir}: {err}") from err
     finally:
         hf_logging.set_verbosity(verbosity)
     if info.get("missing_keys"):
-        raise ModelLoadError(f"qwen-prm: {model_dir} lacks backbone weights {sorted(info['missing_keys'])[:5]}")
+        raise ModelLoadError(
+            f"qwen-prm: {model_dir} lacks backbone weights {sorted(info['missing_keys'])[:5]}"
+        )
     head = build_head(config.hidden_size)
     weights = read_head_weights(model_dir)
     try:
         head.load_state_dict(weights, strict=True)
     except RuntimeError as err:
-        raise ModelLoadError(f"qwen-prm: value head weights in {model_dir} do not fit: {err}") from err
+        raise ModelLoadError(
+            f"qwen-prm: value head weights in {model_dir} do not fit: {err}"
+        ) from err
     backbone = backbone.to(device).eval()
     head = head.to(device=device, dtype=dtype).eval()
     return backbone, head
@@ -119,7 +132,9 @@ class QwenPRM(BasePRM):
 
     name = "qwen-prm"
 
-    def __init__(self, backbone: Any, head: Any, tokenizer: Any, *, batch_size: int = 16, max_len: int = 4096) -> None:
+    def __init__(
+        self, backbone: Any, head: Any, tokenizer: Any, *, batch_size: int = 16, max_len: int = 4096
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -127,12 +142,21 @@ class QwenPRM(BasePRM):
         self.step_id = step_tag_id(tokenizer)
         self.batch_size = int(batch_size)
         self.max_len = int(max_len)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
         self.pad_id = int(pad) if pad is not None else 0
 
     @classmethod
-    def load(cls, model_dir: Path, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
-             max_len: int = 4096) -> "QwenPRM":
+    def load(
+        cls,
+        model_dir: Path,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 16,
+        max_len: int = 4096,
+    ) -> QwenPRM:
         from transformers import AutoTokenizer
 
         from sphere_core.backends.hf import pick_device, pick_dtype
@@ -148,7 +172,9 @@ class QwenPRM(BasePRM):
         )
         ids = list(self.tokenizer.encode(text, add_special_tokens=False))
         if len(ids) > self.max_len:
-            raise BackendError(f"qwen-prm: a candidate is {len(ids)} tokens, over max_model_len={self.max_len}")
+            raise BackendError(
+                f"qwen-prm: a candidate is {len(ids)} tokens, over max_model_len={self.max_len}"
+            )
         return ids
 
     def _score(self, questions, steps, golds):
@@ -198,8 +224,12 @@ class VLLMQwenPRM(BasePRM):
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.step_id = step_tag_id(self.tokenizer)
         self.max_len = spec.max_model_len
-        kwargs = dict(model=str(model_dir), max_model_len=spec.max_model_len,
-                      gpu_memory_utilization=spec.gpu_memory_utilization, enable_prefix_caching=False)
+        kwargs = {
+            "model": str(model_dir),
+            "max_model_len": spec.max_model_len,
+            "gpu_memory_utilization": spec.gpu_memory_utilization,
+            "enable_prefix_caching": False,
+        }
         if spec.dtype != "auto":
             kwargs["dtype"] = spec.dtype
         self.llm = _vllm_llm(LLM, kwargs, self.step_id)
@@ -209,10 +239,14 @@ class VLLMQwenPRM(BasePRM):
 
         prompts: list[list[int]] = []
         for q, s in zip(questions, steps):
-            text = self.tokenizer.apply_chat_template(qwen_prm_messages(q, s), tokenize=False, add_generation_prompt=False)
+            text = self.tokenizer.apply_chat_template(
+                qwen_prm_messages(q, s), tokenize=False, add_generation_prompt=False
+            )
             ids = list(self.tokenizer.encode(text, add_special_tokens=False))
             if len(ids) > self.max_len:
-                raise BackendError(f"qwen-prm: a candidate is {len(ids)} tokens, over max_model_len={self.max_len}")
+                raise BackendError(
+                    f"qwen-prm: a candidate is {len(ids)} tokens, over max_model_len={self.max_len}"
+                )
             prompts.append(ids)
         outputs = _vllm_encode(self.llm, [{"prompt_token_ids": p} for p in prompts])
         scores: list[list[float]] = []
@@ -221,7 +255,9 @@ class VLLMQwenPRM(BasePRM):
             if data.shape[0] == len(ids):  # per-token output: keep the step-tag positions
                 data = data[torch.tensor(ids) == self.step_id]
             if data.ndim != 2 or data.shape[0] != len(s):
-                raise BackendError(f"qwen-prm (vLLM): expected one score per step ({len(s)}), got shape {tuple(data.shape)}")
+                raise BackendError(
+                    f"qwen-prm (vLLM): expected one score per step ({len(s)}), got shape {tuple(data.shape)}"
+                )
             if not torch.allclose(data.sum(-1), torch.ones(data.shape[0]), atol=1e-3):
                 data = torch.softmax(data, dim=-1)  # raw logits (no softmax in this vLLM's pooler)
             scores.append(data[:, 1].tolist())
@@ -236,7 +272,10 @@ def _vllm_llm(LLM: Any, kwargs: dict, step_id: int) -> Any:
         pooler = PoolerConfig(step_tag_id=step_id)
     except (ImportError, TypeError):
         pooler = None
-    attempts = [dict(runner="pooling", pooler_config=pooler), dict(task="reward", override_pooler_config=pooler)]
+    attempts = [
+        {"runner": "pooling", "pooler_config": pooler},
+        {"task": "reward", "override_pooler_config": pooler},
+    ]
     last: Exception | None = None
     for extra in attempts:
         try:
@@ -262,6 +301,13 @@ def _factory(cfg: SphereConfig, home: Path) -> BasePRM:
     if spec.backend == "vllm":
         return VLLMQwenPRM(model_dir, spec)
     if spec.backend != "hf":
-        raise BackendError(f"qwen-prm runs on the hf or vllm backend, not {spec.backend!r} (prm.model.backend)")
-    return QwenPRM.load(model_dir, device=spec.device, dtype=spec.dtype, batch_size=cfg.prm.batch_size,
-                        max_len=spec.max_model_len)
+        raise BackendError(
+            f"qwen-prm runs on the hf or vllm backend, not {spec.backend!r} (prm.model.backend)"
+        )
+    return QwenPRM.load(
+        model_dir,
+        device=spec.device,
+        dtype=spec.dtype,
+        batch_size=cfg.prm.batch_size,
+        max_len=spec.max_model_len,
+    )

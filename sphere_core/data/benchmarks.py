@@ -49,7 +49,10 @@ def load_question_file(path: str | Path, limit: int | None = None) -> pd.DataFra
         first = result.rejects.iloc[0]
         log.warning(
             "%s: skipped %d bad rows (first: row %d, %s)",
-            path, result.stats["rejected"], first["row"], first["reason"],
+            path,
+            result.stats["rejected"],
+            first["row"],
+            first["reason"],
         )
     if result.questions.empty:
         raise InputDataError(f"{path}: no usable question rows")

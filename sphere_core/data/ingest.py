@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,9 @@ SOLUTION_FIELDS = ("solution",)
 class IngestResult:
     questions: pd.DataFrame  # QUESTION_COLUMNS
     rejects: pd.DataFrame  # REJECT_COLUMNS
-    stats: dict[str, Any] = field(default_factory=dict)  # accepted, rejected, duplicates, total_rows, source
+    stats: dict[str, Any] = field(
+        default_factory=dict
+    )  # accepted, rejected, duplicates, total_rows, source
 
 
 class _Reject(Exception):
@@ -71,7 +74,7 @@ def question_id(problem: str, answer: str) -> str:
 
 
 def _as_text(value: Any, what: str) -> str:
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         raise _Reject(f"empty {what}")
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise _Reject(f"{what} is not a string (got {type(value).__name__})")
@@ -104,13 +107,17 @@ def _answer_from(text: str, style: str, where: str) -> str:
         raise _Reject(f"unbalanced or empty \\boxed{{}} in field '{where}'")
     if style == "auto":
         return text
-    raise _Reject(f"no {'####' if style == 'gsm8k' else chr(92) + 'boxed{}'} answer in field '{where}'")
+    raise _Reject(
+        f"no {'####' if style == 'gsm8k' else chr(92) + 'boxed{}'} answer in field '{where}'"
+    )
 
 
 def _extract_answer(record: dict[str, Any], cfg: DataConfig) -> str:
     answer_field = _pick(record, cfg.answer_field, ANSWER_FIELDS)
     if answer_field is not None and record.get(answer_field) not in (None, ""):
-        return _answer_from(_as_text(record[answer_field], "answer"), cfg.answer_style, answer_field)
+        return _answer_from(
+            _as_text(record[answer_field], "answer"), cfg.answer_style, answer_field
+        )
     solution_field = _pick(record, cfg.solution_field, SOLUTION_FIELDS)
     if solution_field is not None and record.get(solution_field) not in (None, ""):
         solution = _as_text(record[solution_field], "solution")
@@ -120,7 +127,10 @@ def _extract_answer(record: dict[str, Any], cfg: DataConfig) -> str:
                 raise _Reject(f"no '####' or \\boxed{{}} answer in field '{solution_field}'")
             style = "auto"
         return _answer_from(solution, style, solution_field)
-    looked = [f for f in (cfg.answer_field, cfg.solution_field) if f] or [*ANSWER_FIELDS, *SOLUTION_FIELDS]
+    looked = [f for f in (cfg.answer_field, cfg.solution_field) if f] or [
+        *ANSWER_FIELDS,
+        *SOLUTION_FIELDS,
+    ]
     if answer_field is not None or solution_field is not None:
         raise _Reject("empty answer")
     raise _Reject(f"missing answer (looked for field {' / '.join(repr(f) for f in looked)})")
@@ -180,7 +190,13 @@ def ingest_file(
             continue
         seen.add(qid)
         questions.append(
-            {"question_id": qid, "problem": problem, "answer": answer, "source": source, "source_row": row_no}
+            {
+                "question_id": qid,
+                "problem": problem,
+                "answer": answer,
+                "source": source,
+                "source_row": row_no,
+            }
         )
     qdf = pd.DataFrame(questions, columns=QUESTION_COLUMNS).astype({"source_row": "int64"})
     if data_cfg.shuffle:
@@ -190,8 +206,8 @@ def ingest_file(
     qdf = qdf.reset_index(drop=True)
     rdf = pd.DataFrame(rejects, columns=REJECT_COLUMNS).astype({"row": "int64"})
     stats = {
-        "accepted": int(len(qdf)),
-        "rejected": int(len(rdf)),
+        "accepted": len(qdf),
+        "rejected": len(rdf),
         "duplicates": duplicates,
         "total_rows": len(rows),
         "valid_unique": len(questions),

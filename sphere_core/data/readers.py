@@ -21,8 +21,13 @@ Row = tuple[int, dict[str, Any] | None, str | None, str]  # (row, record, error,
 
 RAW_LIMIT = 2000
 _SUFFIX_FORMATS = {
-    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
-    ".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "csv",
 }
 
 
@@ -63,19 +68,34 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
             try:
                 line = line_bytes.decode("utf-8")
             except UnicodeDecodeError as err:
-                yield lineno, None, f"line is not valid UTF-8 ({err.reason})", repr(line_bytes[:RAW_LIMIT])
+                yield (
+                    lineno,
+                    None,
+                    f"line is not valid UTF-8 ({err.reason})",
+                    repr(line_bytes[:RAW_LIMIT]),
+                )
                 continue
             if not line.strip():
                 continue
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as err:
-                yield lineno, None, f"malformed JSON: {err.msg} (column {err.colno})", _raw(line.rstrip("\n"))
+                yield (
+                    lineno,
+                    None,
+                    f"malformed JSON: {err.msg} (column {err.colno})",
+                    _raw(line.rstrip("\n")),
+                )
                 continue
             if isinstance(value, dict):
                 yield lineno, value, None, _raw(line.rstrip("\n"))
             else:
-                yield lineno, None, f"row is not a JSON object (got {type(value).__name__})", _raw(line.rstrip("\n"))
+                yield (
+                    lineno,
+                    None,
+                    f"row is not a JSON object (got {type(value).__name__})",
+                    _raw(line.rstrip("\n")),
+                )
 
 
 def _read_json(path: Path) -> Iterator[Row]:
@@ -109,7 +129,12 @@ def _read_csv(path: Path) -> Iterator[Row]:
                 if not any(f.strip() for f in fields):
                     continue
                 if len(fields) != len(header):
-                    yield i, None, f"malformed CSV row: expected {len(header)} fields, got {len(fields)}", raw
+                    yield (
+                        i,
+                        None,
+                        f"malformed CSV row: expected {len(header)} fields, got {len(fields)}",
+                        raw,
+                    )
                     continue
                 yield i, dict(zip(header, fields)), None, raw
     except (OSError, UnicodeDecodeError, csv.Error) as err:
@@ -121,7 +146,7 @@ def _read_parquet(path: Path) -> Iterator[Row]:
 
     try:
         table = pq.read_table(path)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any failure means the file is unreadable
         raise InputDataError(f"cannot read Parquet file {path}: {err}") from None
     yield from _records(table.to_pylist())
 
@@ -131,7 +156,7 @@ def _read_hf(path: Path) -> Iterator[Row]:
 
     try:
         loaded = datasets.load_from_disk(str(path))
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any failure means the dir is unreadable
         raise InputDataError(f"cannot load a saved datasets dir from {path}: {err}") from None
     if isinstance(loaded, datasets.DatasetDict):
         splits = list(loaded.keys())
@@ -140,11 +165,19 @@ def _read_hf(path: Path) -> Iterator[Row]:
         elif "train" in loaded:
             loaded = loaded["train"]
         else:
-            raise InputDataError(f"{path} holds splits {splits}; save a single split or a 'train' split")
+            raise InputDataError(
+                f"{path} holds splits {splits}; save a single split or a 'train' split"
+            )
     yield from _records(loaded.to_list())
 
 
-_READERS = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet, "hf": _read_hf}
+_READERS = {
+    "jsonl": _read_jsonl,
+    "json": _read_json,
+    "csv": _read_csv,
+    "parquet": _read_parquet,
+    "hf": _read_hf,
+}
 
 
 def read_rows(path: Path, fmt: str = "auto") -> list[Row]:
@@ -153,7 +186,9 @@ def read_rows(path: Path, fmt: str = "auto") -> list[Row]:
         raise InputDataError(f"question file not found: {path}")
     fmt = detect_format(path, fmt)
     if path.is_dir() and fmt != "hf":
-        raise InputDataError(f"{path} is a directory; only a saved HF datasets dir (format hf) can be one")
+        raise InputDataError(
+            f"{path} is a directory; only a saved HF datasets dir (format hf) can be one"
+        )
     if fmt not in _READERS:
         raise InputDataError(f"unsupported data.format {fmt!r} for {path}")
     return list(_READERS[fmt](path))

@@ -69,6 +69,7 @@ def grade_file(
     rows = read_rows(path, "jsonl")
     out = Path(out_path) if out_path else graded_path(path)
     errors: list[dict[str, Any]] = []
+    error_records: dict[int, dict[str, Any]] = {}
     good: list[tuple[int, dict[str, Any], str, str]] = []
     for row_no, record, error, _raw in rows:
         if error is None and record is not None:
@@ -82,15 +83,29 @@ def grade_file(
                 good.append((row_no, record, prediction, answer))
                 continue
         errors.append({"row": row_no, "reason": error})
+        error_records[row_no] = record or {}
     extracted = [grader.extract(p) for _, _, p, _ in good]
     verdicts = grader.verify_detailed(extracted, [a for *_, a in good], progress=progress)
     graded_rows = {
-        row_no: {**record, "row": row_no, "extracted": ext, "correct": v.correct, "status": v.status, "error": None}
+        row_no: {
+            **record,
+            "row": row_no,
+            "extracted": ext,
+            "correct": v.correct,
+            "status": v.status,
+            "error": None,
+        }
         for (row_no, record, _, _), ext, v in zip(good, extracted, verdicts)
     }
     for err in errors:
-        graded_rows[err["row"]] = {"row": err["row"], "extracted": None, "correct": False, "status": "error",
-                                   "error": err["reason"]}
+        graded_rows[err["row"]] = {
+            **error_records[err["row"]],
+            "row": err["row"],
+            "extracted": None,
+            "correct": False,
+            "status": "error",
+            "error": err["reason"],
+        }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as handle:

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Self
 
 from sphere_core.errors import GradingError
 from sphere_core.grading.extract import FALLBACKS, extract_answer, normalize_answer
@@ -99,7 +100,10 @@ class Grader:
                         self.errors += 1
                     log.warning(
                         "grading %s for prediction %r vs gold %r: %s",
-                        res.status, str(predictions[i])[:80], str(golds[i])[:80], res.detail,
+                        res.status,
+                        str(predictions[i])[:80],
+                        str(golds[i])[:80],
+                        res.detail,
                     )
                     verdicts[i] = Verdict(False, res.status, res.detail)
         return [v for v in verdicts if v is not None]
@@ -110,7 +114,9 @@ class Grader:
     def extract(self, text: str | None) -> str | None:
         return extract_answer(text, fallback=self.fallback)
 
-    def grade_texts(self, texts: Sequence[str], golds: Sequence[str]) -> list[tuple[str | None, bool]]:
+    def grade_texts(
+        self, texts: Sequence[str], golds: Sequence[str]
+    ) -> list[tuple[str | None, bool]]:
         """Extract each text's final answer and verify it: ``[(extracted, correct), ...]``."""
         extracted = [self.extract(t) for t in texts]
         return list(zip(extracted, self.verify(extracted, golds)))
@@ -118,7 +124,7 @@ class Grader:
     def close(self) -> None:
         self._pool.close()
 
-    def __enter__(self) -> "Grader":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

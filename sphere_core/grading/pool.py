@@ -11,6 +11,7 @@ no re-import of the caller's ``__main__`` as ``multiprocessing`` spawn would do.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -42,7 +43,13 @@ class _Worker:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sphere_core.grading.worker", str(to_child_r), str(from_child_w)],
+            [
+                sys.executable,
+                "-m",
+                "sphere_core.grading.worker",
+                str(to_child_r),
+                str(from_child_w),
+            ],
             pass_fds=(to_child_r, from_child_w),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -163,11 +170,19 @@ class TimeoutPool:
                     else:
                         worker.task = None
                         ok = status == "ok"
-                        results[idx] = ItemResult(status, bool(value) if ok else False, "" if ok else str(value))
+                        results[idx] = ItemResult(
+                            status, bool(value) if ok else False, "" if ok else str(value)
+                        )
                     done += 1
                 elif time.monotonic() - worker.started >= self.timeout_s:
-                    results[idx] = ItemResult("timeout", False, f"no answer within {self.timeout_s:g}s")
-                    log.warning("grading item %d timed out after %gs; replacing its worker", idx, self.timeout_s)
+                    results[idx] = ItemResult(
+                        "timeout", False, f"no answer within {self.timeout_s:g}s"
+                    )
+                    log.warning(
+                        "grading item %d timed out after %gs; replacing its worker",
+                        idx,
+                        self.timeout_s,
+                    )
                     self._replace(worker)
                     done += 1
             if progress is not None and done:
@@ -180,7 +195,5 @@ class TimeoutPool:
         self._pool = []
 
     def __del__(self) -> None:  # best effort; close() is the real API
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass

@@ -16,7 +16,7 @@ def serve(inbox: Connection, outbox: Connection) -> None:
         fn, warmup = inbox.recv()
         if warmup is not None:
             warmup()
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - reported to the parent
         outbox.send(("failed", None, f"{type(err).__name__}: {err}"))
         return
     outbox.send(("ready", None, None))
@@ -30,7 +30,7 @@ def serve(inbox: Connection, outbox: Connection) -> None:
         idx, a, b = msg
         try:
             outbox.send((idx, "ok", bool(fn(a, b))))
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - one bad item must not stop the worker
             outbox.send((idx, "error", f"{type(err).__name__}: {err}"[:500]))
 
 

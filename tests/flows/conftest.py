@@ -43,7 +43,8 @@ def sphere_cli(args: list[str], home: Path, api_url: str, env: dict[str, str] | 
     )
     full_env = {
         **os.environ, "SPHERE_HOME": str(home), "PREFECT_API_URL": api_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONPATH": str(REPO_ROOT), **(env or {}),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(env or {}),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
     }
     full_env.pop("SPHERE_DATABASE_URL", None)
     cmd = [sys.executable, "-c", code, *args]

@@ -14,6 +14,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from flows.generate import generate_flow
 from sphere_core.backends.cache import clear_caches
 from sphere_core.config import load_config
+from sphere_core.data.ingest import question_id
 from sphere_core.errors import InputDataError
 from sphere_core.storage.repo import open_repository
 from tests.fakes import EXPECTED, FakeGenerator, fake_question
@@ -37,6 +38,10 @@ def _task_runs(flow_run_id: str):
         return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
 
 
+def _qid(row: dict) -> str:
+    return question_id(row["problem"], row["answer"])
+
+
 def _run_record(home, run_id):
     with open_repository(None, home) as repo:
         return repo.get_run(run_id), repo.routes_for_run(run_id)
@@ -48,7 +53,7 @@ def test_generate_routes_records_and_publishes(prefect_api, sphere_home, questio
     run, events = _run_record(sphere_home, "gen-a")
     assert run["status"] == "completed" and run["kind"] == "generate" and run["prefect_flow_run_id"]
     expected = {
-        (fake_question(s, index=i)["question_id"], stage): decision
+        (_qid(fake_question(s, index=i)), stage): decision
         for i, s in enumerate(SCENARIO_MIX) for stage, decision in EXPECTED[s].items()
     }
     assert {(e["question_id"], e["stage"]): e["decision"] for e in events} == expected
@@ -97,7 +102,7 @@ def test_rerun_is_cached_and_config_change_recomputes_downstream_only(prefect_ap
 def test_transient_failure_is_retried(prefect_api, sphere_home, questions_file):
     summary = generate_flow(run_id="flaky", overrides=fake_overrides(questions_file, backend="fake-flaky"))
     assert summary["pairs"]["train"] > 0
-    assert flaky_loads(sphere_home) == 2  # failed once, loaded on the retry
+    assert flaky_loads(sphere_home) == 3  # policy: failed, then loaded on the retry; pi_small: once
     run, _ = _run_record(sphere_home, "flaky")
     assert run["status"] == "completed"
     retried = [t for t in _task_runs(run["prefect_flow_run_id"]) if t.run_count > 1]

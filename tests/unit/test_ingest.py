@@ -32,7 +32,9 @@ def test_jsonl_accepts_good_rows_with_schema(tmp_path):
     res = ingest_file(write_jsonl(tmp_path / "q.jsonl", ROWS), DataConfig())
     assert list(res.questions.columns) == QUESTION_COLUMNS
     assert list(res.rejects.columns) == REJECT_COLUMNS
-    assert res.stats["accepted"] == 3 and res.stats["rejected"] == 0 and res.stats["total_rows"] == 3
+    assert (
+        res.stats["accepted"] == 3 and res.stats["rejected"] == 0 and res.stats["total_rows"] == 3
+    )
     assert res.questions["problem"].tolist()[2] == "How many legs do 3 cats have?"
     assert res.questions["answer"].tolist() == ["5", "\\frac{5}{2}", "12"]
     assert res.questions["source_row"].tolist() == [1, 2, 3]
@@ -76,13 +78,18 @@ def test_malformed_line_missing_answer_empty_problem_are_rejected_with_row_numbe
 def test_duplicates_dropped_and_counted(tmp_path):
     dup = {"problem": "What   is 2+3?", "answer": " 5"}  # same after whitespace normalisation
     res = ingest_file(write_jsonl(tmp_path / "q.jsonl", [*ROWS, dup, ROWS[0]]), DataConfig())
-    assert res.stats["accepted"] == 3 and res.stats["duplicates"] == 2 and res.stats["rejected"] == 0
+    assert (
+        res.stats["accepted"] == 3 and res.stats["duplicates"] == 2 and res.stats["rejected"] == 0
+    )
     assert res.questions["question_id"].is_unique
 
 
 def test_gsm8k_style_solution_in_answer_field(tmp_path):
     rows = [
-        {"question": "Tom has 1,000 apples and buys 1,125 more.", "answer": "1000+1125=<<1000+1125=2125>>2125\n#### 2,125"},
+        {
+            "question": "Tom has 1,000 apples and buys 1,125 more.",
+            "answer": "1000+1125=<<1000+1125=2125>>2125\n#### 2,125",
+        },
         {"question": "Bad one", "answer": "no final\n####   "},
     ]
     res = ingest_file(write_jsonl(tmp_path / "gsm.jsonl", rows), DataConfig())
@@ -92,7 +99,10 @@ def test_gsm8k_style_solution_in_answer_field(tmp_path):
 
 def test_boxed_style_solution_field(tmp_path):
     rows = [
-        {"problem": "p1", "solution": "So $x = \\boxed{\\frac{1}{2}}$, not \\boxed{3}? No: \\fbox{\\{1, 2\\}}."},
+        {
+            "problem": "p1",
+            "solution": "So $x = \\boxed{\\frac{1}{2}}$, not \\boxed{3}? No: \\fbox{\\{1, 2\\}}.",
+        },
         {"problem": "p2", "solution": "We get \\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}."},
         {"problem": "p3", "solution": "A worked solution with no boxed answer."},
         {"problem": "p4", "solution": "Unbalanced \\boxed{\\frac{1}{2}"},
@@ -101,7 +111,9 @@ def test_boxed_style_solution_field(tmp_path):
     assert res.questions["answer"].tolist() == ["\\{1, 2\\}", "\\left( 3, \\frac{\\pi}{2} \\right)"]
     assert res.rejects["row"].tolist() == [3, 4]
     boxed_only = ingest_file(
-        write_jsonl(tmp_path / "m2.jsonl", [{"problem": "p", "answer": "12", "solution": "\\boxed{7}"}]),
+        write_jsonl(
+            tmp_path / "m2.jsonl", [{"problem": "p", "answer": "12", "solution": "\\boxed{7}"}]
+        ),
         DataConfig(answer_field="solution", answer_style="boxed"),
     )
     assert boxed_only.questions["answer"].tolist() == ["7"]
@@ -109,7 +121,9 @@ def test_boxed_style_solution_field(tmp_path):
 
 def test_configured_field_names(tmp_path):
     rows = [{"q": "What is 1+1?", "final": "2"}, {"q": "What is 2+2?"}]
-    res = ingest_file(write_jsonl(tmp_path / "q.jsonl", rows), DataConfig(problem_field="q", answer_field="final"))
+    res = ingest_file(
+        write_jsonl(tmp_path / "q.jsonl", rows), DataConfig(problem_field="q", answer_field="final")
+    )
     assert res.questions["answer"].tolist() == ["2"]
     assert "'final'" in res.rejects["reason"].iloc[0]
     missing = ingest_file(write_jsonl(tmp_path / "r.jsonl", rows), DataConfig())
@@ -122,7 +136,9 @@ def test_parquet_csv_and_hf_dir(tmp_path):
     res = ingest_file(tmp_path / "q.parquet", DataConfig())
     assert res.stats["accepted"] == 2 and res.rejects["row"].tolist() == [3]
 
-    (tmp_path / "q.csv").write_text('problem,answer\n"What is 2+3?",5\n"What, is 1+1?",2\nonly one field\n,7\n')
+    (tmp_path / "q.csv").write_text(
+        'problem,answer\n"What is 2+3?",5\n"What, is 1+1?",2\nonly one field\n,7\n'
+    )
     res = ingest_file(tmp_path / "q.csv", DataConfig())
     assert res.questions["problem"].tolist() == ["What is 2+3?", "What, is 1+1?"]
     assert dict(zip(res.rejects["row"], res.rejects["reason"])) == {
@@ -144,11 +160,18 @@ def test_parquet_csv_and_hf_dir(tmp_path):
 
 def test_too_long_problem_with_counter(tmp_path):
     rows = [{"problem": "short one", "answer": "1"}, {"problem": "word " * 50, "answer": "2"}]
-    count = lambda text: len(text.split())  # noqa: E731 - a test double token counter
-    res = ingest_file(write_jsonl(tmp_path / "q.jsonl", rows), DataConfig(), max_prompt_tokens=10, count_tokens=count)
+    count = lambda text: len(text.split())
+    res = ingest_file(
+        write_jsonl(tmp_path / "q.jsonl", rows),
+        DataConfig(),
+        max_prompt_tokens=10,
+        count_tokens=count,
+    )
     assert res.stats["accepted"] == 1
     assert res.rejects["reason"].iloc[0] == "problem too long: 50 tokens > 10 allowed"
-    assert ingest_file(tmp_path / "q.jsonl", DataConfig()).stats["accepted"] == 2  # no counter, no check
+    assert (
+        ingest_file(tmp_path / "q.jsonl", DataConfig()).stats["accepted"] == 2
+    )  # no counter, no check
 
 
 def test_limit_and_shuffle_apply_after_dedup(tmp_path):
@@ -160,7 +183,9 @@ def test_limit_and_shuffle_apply_after_dedup(tmp_path):
     b = ingest_file(path, DataConfig(limit=4, shuffle=True, seed=1)).questions["problem"].tolist()
     c = ingest_file(path, DataConfig(shuffle=True, seed=2)).questions["problem"].tolist()
     assert a == b and len(a) == 4 and len(set(a)) == 4
-    assert sorted(c) == sorted(f"p{i}" for i in range(10)) and c != sorted(c, key=lambda p: int(p[1:]))
+    assert sorted(c) == sorted(f"p{i}" for i in range(10)) and c != sorted(
+        c, key=lambda p: int(p[1:])
+    )
 
 
 def test_unreadable_files_raise_naming_the_file(tmp_path):
@@ -184,7 +209,10 @@ def test_builtin_data_is_packaged(shared_data):
     res = ingest_file("builtin:gsm8k_demo", DataConfig())
     assert res.stats["accepted"] == 8 and res.questions["source"].eq("builtin:gsm8k_demo").all()
     for name in ("gsm8k_train", "math_train"):
-        assert resolve_data_path(f"builtin:{name}").stat().st_size == (shared_data / f"{name}.jsonl").stat().st_size
+        assert (
+            resolve_data_path(f"builtin:{name}").stat().st_size
+            == (shared_data / f"{name}.jsonl").stat().st_size
+        )
 
 
 def test_math_train_boxed_extractor_reproduces_answers(shared_data):
@@ -195,7 +223,9 @@ def test_math_train_boxed_extractor_reproduces_answers(shared_data):
     gold = pd.read_json(shared_data / "math_train.jsonl", lines=True)
     assert res.stats["rejected"] == 0
     gold.index = gold.index + 1  # source_row is the 1-based line number
-    merged = res.questions.join(gold[["answer"]].rename(columns={"answer": "gold"}), on="source_row")
+    merged = res.questions.join(
+        gold[["answer"]].rename(columns={"answer": "gold"}), on="source_row"
+    )
     assert (merged["answer"] == merged["gold"]).all()
 
 

@@ -13,7 +13,11 @@ torch = pytest.importorskip("torch")
 
 Q = "Tom has 3 apples and buys 2 more. How many apples does he have?"
 CANDIDATES = [
-    ["Tom has 3 apples.", "3 + 2 = 5.", "Final Answer: The final answer is $5$. I hope it is correct."],
+    [
+        "Tom has 3 apples.",
+        "3 + 2 = 5.",
+        "Final Answer: The final answer is $5$. I hope it is correct.",
+    ],
     ["3 + 2 = 8."],
     ["Tom has 3 apples.", "He buys 2 more."],
 ]
@@ -22,13 +26,17 @@ CANDIDATES = [
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_qwen_prm")
-    backbone, head, tokenizer = save_tiny_qwen_prm(out)
-    return out, backbone, head, tokenizer
+    backbone, head, _ = save_tiny_qwen_prm(out)
+    from transformers import AutoTokenizer
+
+    return out, backbone, head, AutoTokenizer.from_pretrained(str(out))  # as the PRM loads it
 
 
 def _prm(path, home, **prm):
-    cfg = load_config(overrides=["prm.kind=qwen-prm", f"prm.model.path={path}", "prm.batch_size=2"]
-                      + [f"prm.{k}={v}" for k, v in prm.items()])
+    cfg = load_config(
+        overrides=["prm.kind=qwen-prm", f"prm.model.path={path}", "prm.batch_size=2"]
+        + [f"prm.{k}={v}" for k, v in prm.items()]
+    )
     return lookup("prm", "qwen-prm")(cfg=cfg, home=home)
 
 
@@ -73,7 +81,10 @@ def test_checkpoint_without_value_head_is_a_model_load_error(tmp_path):
     src = tmp_path / "ok"
     save_tiny_qwen_prm(src)
     weights = load_file(str(src / "model.safetensors"))
-    save_file({k: v for k, v in weights.items() if not k.startswith("score.")}, str(src / "model.safetensors"))
+    save_file(
+        {k: v for k, v in weights.items() if not k.startswith("score.")},
+        str(src / "model.safetensors"),
+    )
     with pytest.raises(ModelLoadError, match="no value-head weights"):
         _prm(src, tmp_path)
 
@@ -89,13 +100,21 @@ def test_non_qwen2_checkpoint_is_rejected(tmp_path):
 
 def test_unsupported_backend_and_missing_vllm_are_backend_errors(checkpoint, tmp_path):
     path, *_ = checkpoint
-    cfg = load_config(overrides=["prm.kind=qwen-prm", f"prm.model.path={path}", "prm.model.backend=openai-compatible"])
+    cfg = load_config(
+        overrides=[
+            "prm.kind=qwen-prm",
+            f"prm.model.path={path}",
+            "prm.model.backend=openai-compatible",
+        ]
+    )
     with pytest.raises(BackendError, match="hf or vllm"):
         lookup("prm", "qwen-prm")(cfg=cfg, home=tmp_path)
     try:
         import vllm  # noqa: F401
     except ImportError:
-        cfg = load_config(overrides=["prm.kind=qwen-prm", f"prm.model.path={path}", "prm.model.backend=vllm"])
+        cfg = load_config(
+            overrides=["prm.kind=qwen-prm", f"prm.model.path={path}", "prm.model.backend=vllm"]
+        )
         with pytest.raises(BackendError, match="needs vLLM"):
             lookup("prm", "qwen-prm")(cfg=cfg, home=tmp_path)
 
@@ -105,8 +124,15 @@ def test_vllm_and_transformers_paths_agree(checkpoint, tmp_path):
     pytest.importorskip("vllm")
     path, *_ = checkpoint
     hf = _prm(path, tmp_path)
-    cfg = load_config(overrides=["prm.kind=qwen-prm", f"prm.model.path={path}", "prm.model.backend=vllm",
-                                 "prm.model.dtype=float32", "prm.model.gpu_memory_utilization=0.3"])
+    cfg = load_config(
+        overrides=[
+            "prm.kind=qwen-prm",
+            f"prm.model.path={path}",
+            "prm.model.backend=vllm",
+            "prm.model.dtype=float32",
+            "prm.model.gpu_memory_utilization=0.3",
+        ]
+    )
     vl = lookup("prm", "qwen-prm")(cfg=cfg, home=tmp_path)
     for a, b in zip(hf.score([Q] * 3, CANDIDATES), vl.score([Q] * 3, CANDIDATES)):
         assert a == pytest.approx(b, abs=2e-3)
