@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sphere_core.config import PRESETS, SphereConfig, apply_override, deep_merge, validate
 from sphere_core.errors import ConfigError

@@ -13,11 +13,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from flows import prefect_env  # noqa: F401  (offline-safe Prefect settings before prefect)
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 
+from flows import prefect_env  # noqa: F401  (offline-safe Prefect settings before prefect)
 from flows.common import (
     home_for,
     make_task_runner,

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flows import prefect_env  # noqa: F401  (offline-safe Prefect settings before prefect)
 from prefect import flow
 
+from flows import prefect_env  # noqa: F401  (offline-safe Prefect settings before prefect)
 from flows.common import home_for, new_run_id, resolve_flow_config, tracked_run
 from flows.generate import generate_flow
 

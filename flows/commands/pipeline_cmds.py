@@ -8,16 +8,17 @@ progress (works for the thread and the Ray task runner alike).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Self
 
 import typer
 
 from flows.commands.common import ConfigOpt, PresetOpt, SetOpt, console, out, resolve_config
 
-RunIdOpt = Annotated[Optional[str], typer.Option("--run-id", help="Run id (default: a new one).")]
+RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="Run id (default: a new one).")]
 RunnerOpt = Annotated[
-    Optional[str], typer.Option("--task-runner", help="Shard task runner: thread | ray.")
+    str | None, typer.Option("--task-runner", help="Shard task runner: thread | ray.")
 ]
 
 
@@ -29,8 +30,14 @@ class ShardProgress:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sphere-progress", daemon=True)
 
-    def __enter__(self) -> "ShardProgress":
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def __enter__(self) -> Self:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.progress = Progress(
             TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(),
@@ -41,7 +48,7 @@ class ShardProgress:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
         self.poll()
@@ -158,7 +165,7 @@ def serve(
 
     from flows.pipeline import build_deployments
 
-    out.print("serving deployments: generate, pipeline (cron %s), train, evaluate, report" % cron)
+    out.print(f"serving deployments: generate, pipeline (cron {cron}), train, evaluate, report")
     prefect_serve(*build_deployments(preset=preset, cron=cron))
 
 

@@ -11,9 +11,9 @@ Does not own model-path resolution (``embedded.py``) or caching of instances (``
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from sphere_core.backends.embedded import resolve_model_path
 from sphere_core.backends.registry import register_generator
@@ -88,7 +88,7 @@ class HFGenerator:
         self._torch = torch
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec, home: Path) -> "HFGenerator":
+    def from_spec(cls, spec: ModelSpec, home: Path) -> HFGenerator:
         return cls(resolve_model_path(spec.path, home), device=spec.device, dtype=spec.dtype,
                    batch_size=spec.batch_size, max_model_len=spec.max_model_len)
 

@@ -12,7 +12,7 @@ the stop string and a sampled EOS token; ``num_tokens == len(token_logprobs)``.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 from sphere_core.errors import GenerationError
 from sphere_core.schemas import Step

@@ -35,8 +35,25 @@ def load_generator(cfg: SphereConfig, model_path: str, adapter_dir: Path | None,
     return merged_generator(spec, adapter_dir, home)
 
 
+_MERGED: dict[tuple[str, str, float], object] = {}
+"""Process-wide cache of merged generators: (spec json, adapter dir, adapter mtime) -> generator."""
+
+
+def clear_merged_cache() -> None:
+    _MERGED.clear()
+
+
 def merged_generator(spec, adapter_dir: Path, home: Path):
-    """A private HFGenerator on ``spec``'s weights with the adapter merged in (in memory)."""
+    """A private HFGenerator on ``spec``'s weights with the adapter merged in (cached per process)."""
+    weights = adapter_dir / "adapter_model.safetensors"
+    key = (spec.model_dump_json(), str(adapter_dir.resolve()), weights.stat().st_mtime if weights.exists() else 0.0)
+    if key not in _MERGED:
+        _MERGED.clear()  # one merged model at a time: they are large
+        _MERGED[key] = _merge(spec, adapter_dir, home)
+    return _MERGED[key]
+
+
+def _merge(spec, adapter_dir: Path, home: Path):
     from peft import PeftModel
 
     from sphere_core.backends.hf import HFGenerator

@@ -5,8 +5,8 @@ Each function takes plain data, writes one PNG and returns its path. Owns looks 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 

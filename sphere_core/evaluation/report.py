@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +93,9 @@ def _setup_section(config: dict | None) -> list[str]:
         f"- π_small (Stage 3): `{small or policy}`",
         f"- PRM: `{prm.get('kind', '?')}`"
         + (f" on `{(prm.get('model') or {}).get('path')}`" if prm.get("model") else " (on the policy model)"),
-        f"- DPO: β={tr.get('beta')}, lr={tr.get('learning_rate')}, warmup={tr.get('warmup_ratio')}, "
+        (f"- DPO: β={tr.get('beta')}, lr={tr.get('learning_rate')}, warmup={tr.get('warmup_ratio')}, "
         f"epochs={tr.get('num_epochs')}, max_steps={tr.get('max_steps')}, "
-        f"LoRA r={tr.get('lora_r')}/α={tr.get('lora_alpha')}/dropout={tr.get('lora_dropout')}",
+        f"LoRA r={tr.get('lora_r')}/α={tr.get('lora_alpha')}/dropout={tr.get('lora_dropout')}"),
     ]
     if small is None or small == policy:
         out += ["", "> **Note:** π_small = π in this run "
@@ -123,9 +123,9 @@ def _routing_section(routing: pd.DataFrame, pairs: pd.DataFrame, fig_dir: Path, 
         rows.append({"stage": label.replace("\n", " "), "questions": info["questions"],
                      "decisions": detail, "pairs": summary["pairs"]["by_stage"].get(stage, 0)})
     out += [_md_table(pd.DataFrame(rows)), "",
-            f"Total preference pairs: **{summary['pairs']['total']}** "
+            (f"Total preference pairs: **{summary['pairs']['total']}** "
             f"(by route: {summary['pairs']['by_route'] or '{}'}; "
-            f"by granularity: {summary['pairs']['by_granularity'] or '{}'}).", ""]
+            f"by granularity: {summary['pairs']['by_granularity'] or '{}'})."), ""]
     png = plots.routing_plot(decisions, summary["pairs"]["by_stage"], fig_dir / "routing.png")
     out += [f"![routing per stage]({png.relative_to(run)})", ""]
     return out
@@ -192,7 +192,7 @@ def build_report(run_id: str, home: Path, repo=None) -> Path:
     pairs = load_pairs(run)
     evaluations = repo.evaluations_for_run(run_id) if (repo is not None and record) else []
     lines = [f"# SPHERE run report: `{run_id}`", "",
-             f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}"
+             f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC}"
              + (f"; run status: **{record['status']}**" if record else "") + ".", ""]
     lines += _setup_section(record.get("config") if record else None)
     lines += _routing_section(routing, pairs, fig_dir, run)

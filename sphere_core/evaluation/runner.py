@@ -14,8 +14,8 @@ Writes per-item Parquet files ``<out_dir>/<label>/<benchmark>.parquet`` and retu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pandas as pd
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from sphere_core.config import SphereConfig
 from sphere_core.errors import TrainingError
@@ -86,27 +87,27 @@ def _dpo_config(cfg: SphereConfig, output_dir: Path, device: str, has_eval: bool
 
     t = cfg.training
     bf16 = use_bf16(t.bf16, device)
-    kwargs: dict[str, Any] = dict(
-        output_dir=str(output_dir / "checkpoints"),
-        beta=t.beta,
-        learning_rate=t.learning_rate,
-        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-        num_train_epochs=t.num_epochs,
-        max_steps=t.max_steps,
-        per_device_train_batch_size=t.per_device_batch_size,
-        per_device_eval_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        max_length=t.max_length,
-        logging_steps=t.logging_steps,
-        seed=t.seed,
-        bf16=bf16,
-        fp16=False,
-        use_cpu=device == "cpu",
-        gradient_checkpointing=device.startswith("cuda"),
-        report_to="none",
-        save_total_limit=2,
-        dataset_num_proc=None,
-    )
+    kwargs: dict[str, Any] = {
+        "output_dir": str(output_dir / "checkpoints"),
+        "beta": t.beta,
+        "learning_rate": t.learning_rate,
+        "warmup_steps": t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        "num_train_epochs": t.num_epochs,
+        "max_steps": t.max_steps,
+        "per_device_train_batch_size": t.per_device_batch_size,
+        "per_device_eval_batch_size": t.per_device_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "max_length": t.max_length,
+        "logging_steps": t.logging_steps,
+        "seed": t.seed,
+        "bf16": bf16,
+        "fp16": False,
+        "use_cpu": device == "cpu",
+        "activation_checkpointing": device.startswith("cuda"),
+        "report_to": "none",
+        "save_total_limit": 2,
+        "dataset_num_proc": None,
+    }
     if has_eval:
         strategy, steps = _eval_steps(cfg, n_train)
         kwargs.update(
@@ -173,8 +174,6 @@ def train_dpo(
     granularities: Sequence[str] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter with DPO on the pairs; see the module docstring for outputs."""
-    from trl import DPOTrainer
-
     train_ds = load_pairs(train_path, granularities)
     if train_ds is None or len(train_ds) == 0:
         raise TrainingError(
@@ -190,6 +189,8 @@ def train_dpo(
             eval_path, len(train_ds),
         )
         eval_ds = None
+
+    from trl import DPOTrainer
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

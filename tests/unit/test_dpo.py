@@ -89,7 +89,7 @@ def test_dpo_steps_change_lora_and_lower_loss(tmp_path, sphere_home):
     make_pairs(4).to_parquet(train)
     evalp = tmp_path / "eval.parquet"
     make_pairs(4).to_parquet(evalp)  # same pairs: eval loss measures fit on the training pairs
-    result = train_dpo(quick_cfg(), train, evalp, tmp_path / "model", sphere_home)
+    result = train_dpo(quick_cfg(**{"training.eval_steps": "2"}), train, evalp, tmp_path / "model", sphere_home)
 
     # LoRA B matrices start at zero; after training they must not be all zero.
     state = _lora_state(result.adapter_dir)

@@ -161,8 +161,8 @@ def test_mc_rollout_fraction_and_batching(tmp_path):
 
 def test_mc_rollout_needs_gold(tmp_path):
     policy = FixedPolicy(TABLE)
-    register_generator("fake-rollout", lambda spec, home: policy)
-    prm = _prm("mc-rollout", tmp_path, "models.policy.backend=fake-rollout")
+    register_generator("fake-rollout-nogold", lambda spec, home: policy)
+    prm = _prm("mc-rollout", tmp_path, "models.policy.backend=fake-rollout-nogold")
     with pytest.raises(BackendError, match="needs gold answers"):
         prm.score_last([Q], [["STEP one"]])
 

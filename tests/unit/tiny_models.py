@@ -87,6 +87,10 @@ def save_tiny_qwen_prm(out_dir: Path, seed: int = 0):
         max_position_embeddings=512,
     )
     cfg.architectures = ["Qwen2ForProcessRewardModel"]
+    cfg.auto_map = {  # as in the real checkpoint; must load WITHOUT trust_remote_code
+        "AutoConfig": "configuration_qwen2_rm.Qwen2RMConfig",
+        "AutoModel": "modeling_qwen2_rm.Qwen2ForProcessRewardModel",
+    }
     backbone = Qwen2Model(cfg).eval()
     head = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 2)).eval()
     tensors = {f"model.{k}": v for k, v in backbone.state_dict().items()}

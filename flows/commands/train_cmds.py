@@ -1,0 +1,114 @@
+"""`sphere train | evaluate | report`: run the train/evaluate/report flows from the command line.
+
+The config of a run starts from the one stored with the run (when the store has a record),
+then the CLI preset, ``--config`` and ``--set`` apply on top. Flows run on the local
+ephemeral Prefect API unless ``PREFECT_API_URL`` points at a server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flows.commands.common import ConfigOpt, PresetOpt, SetOpt, out
+
+RunOpt = Annotated[str | None, typer.Option("--run", help="Run id (see `sphere runs`).")]
+BENCH_HELP = "Comma-separated: gsm8k,math500,aime24,aime22_24,amc23,olympiadbench (default: config)."
+
+
+def run_config(run_id: str | None, preset: str | None, config: Path | None, overrides: list[str] | None):
+    """Stored run config (if any) -> preset -> YAML file -> --set, validated."""
+    import yaml
+
+    from flows.common import home_for, repository
+    from sphere_core.config import PRESETS, apply_override, deep_merge, load_config, validate
+    from sphere_core.errors import ConfigError
+
+    cli_cfg = load_config(preset, config, list(overrides or []))  # validates the CLI parts early
+    tree: dict[str, Any] = {}
+    if run_id:
+        with repository(cli_cfg, home_for(cli_cfg)) as repo:
+            record = repo.get_run(run_id)
+        if record and record.get("config"):
+            tree = record["config"]
+    if preset:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        tree = deep_merge(tree, PRESETS[preset])
+    if config:
+        tree = deep_merge(tree, yaml.safe_load(Path(config).read_text()) or {})
+    for assignment in overrides or []:
+        tree = apply_override(tree, assignment)
+    return validate(tree)
+
+
+def train(run: Annotated[str, typer.Option("--run", help="Run id whose pairs to train on.")],
+          preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """DPO-train a LoRA adapter on a run's preference pairs (runs/<id>/model/)."""
+    from flows.train import train_flow
+
+    cfg = run_config(run, preset, config, set_)
+    result = train_flow(run_id=run, config=cfg.to_dict())
+    metrics = result.get("metrics", {})
+    out.print(f"adapter: {result['adapter_path']}", markup=False, highlight=False)
+    if result.get("merged_path"):
+        out.print(f"merged model: {result['merged_path']}", markup=False, highlight=False)
+    shown = {k: metrics[k] for k in ("n_train", "n_eval", "train_loss", "best_eval_loss") if k in metrics}
+    out.print(f"metrics: {shown}", markup=False, highlight=False)
+
+
+def evaluate(
+    run: RunOpt = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model dir, .gguf, 'embedded' or a LoRA adapter dir.")] = None,
+    benchmarks: Annotated[str | None, typer.Option("--benchmarks", "-b", help=BENCH_HELP)] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="First N questions per benchmark.")] = None,
+    benchmark_file: Annotated[Path | None, typer.Option("--benchmark-file", help="Own question file (jsonl/csv/parquet).")] = None,
+    preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Pass@1 and two-turn self-correction: base vs trained (--run) or one model (--model)."""
+    from flows.evaluate import evaluate_flow
+    from sphere_core.errors import EvaluationError
+
+    if not run and not model:
+        raise EvaluationError("give --run ID (base vs trained) or --model PATH")
+    cfg = run_config(run, preset, config, set_)
+    names = [b.strip() for b in benchmarks.split(",") if b.strip()] if benchmarks else None
+    result = evaluate_flow(run_id=run, config=cfg.to_dict(), model_path=model, benchmarks=names,
+                           limit=limit, benchmark_file=str(benchmark_file) if benchmark_file else None)
+    print_summary(result["summary"])
+    out.print(f"per-item outputs: {result['out_dir']}", markup=False, highlight=False)
+
+
+def print_summary(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="Evaluation")
+    for col in ("model", "benchmark", "n", "Pass@1", "after self-correction", "r→w", "w→r"):
+        table.add_column(col)
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        cells.setdefault((r["model_label"], r["benchmark"]), {"n": r["n"]})[r["metric"]] = r["value"]
+    for (label, bench), m in cells.items():
+        pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"
+        num = lambda v: "–" if v is None else str(int(v))
+        table.add_row(label, bench, str(m["n"]), pct(m.get("pass@1")), pct(m.get("self_correction_acc")),
+                      num(m.get("flips_r2w")), num(m.get("flips_w2r")))
+    out.print(table)
+
+
+def report(run: Annotated[str, typer.Option("--run", help="Run id to report on.")],
+           preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Write runs/<id>/report.md with plots (routing, rewards, DPO loss, accuracy)."""
+    from flows.report import report_flow
+
+    cfg = run_config(run, preset, config, set_)
+    result = report_flow(run_id=run, config=cfg.to_dict())
+    out.print(f"report: {result['path']}", markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)
+    app.command("report")(report)

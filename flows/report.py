@@ -1,0 +1,37 @@
+"""The ``report`` flow: runs/<run_id>/report.md + PNGs, published as Prefect artifacts
+(the report as markdown, the accuracies as a table). Owns wiring only.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows import prefect_env  # noqa: F401  (offline-safe Prefect settings before prefect)
+from flows.common import home_for, resolve_flow_config
+from tasks.common import task_options
+from tasks.train_tasks import report_task
+
+
+def artifact_slug(run_id: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-") or "run"
+
+
+@flow(name="report", description="Run report: routing, pairs, DPO loss, base vs trained accuracy.")
+def report_flow(run_id: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build the report; returns its path and the number of accuracy rows published."""
+    cfg = resolve_flow_config(config)
+    home = home_for(cfg)
+    cfg_dict = cfg.to_dict()
+    result = report_task.with_options(**task_options(cfg_dict, home))(cfg_dict, str(home), run_id)
+    slug = artifact_slug(run_id)
+    create_markdown_artifact(markdown=result["markdown"], key=f"sphere-report-{slug}",
+                             description=f"SPHERE report of run {run_id} ({result['path']})")
+    if result["accuracy"]:
+        create_table_artifact(table=result["accuracy"], key=f"sphere-accuracy-{slug}",
+                              description=f"Evaluation metrics of run {run_id}")
+    return {"run_id": run_id, "path": result["path"], "accuracy_rows": len(result["accuracy"])}

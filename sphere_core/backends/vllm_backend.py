@@ -1,0 +1,110 @@
+"""The ``vllm`` generator: offline ``vllm.LLM`` with prefix caching (single GPU node).
+
+Owns the mapping from the Generator protocol onto ``LLM.generate`` + ``SamplingParams``
+(one SamplingParams per prompt so each gets its own seed) and from vLLM outputs back to
+``Step`` (text without the stop string, raw log-probs of every sampled token: vLLM's
+default ``logprobs_mode`` is raw log-probs, matching the ``hf`` backend). vLLM is imported
+lazily; without it the factory raises BackendError with the install hint.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sphere_core.backends.embedded import resolve_model_path
+from sphere_core.backends.registry import register_generator
+from sphere_core.backends.sampling import check_sampling_args, find_stop, replicate
+from sphere_core.config import ModelSpec
+from sphere_core.errors import BackendError, GenerationError
+from sphere_core.schemas import Step
+
+INSTALL_HINT = "vLLM is not installed: pip install 'sphere-dpo[gpu]'"
+
+
+def import_vllm():
+    try:
+        return importlib.import_module("vllm")
+    except ImportError as err:
+        raise BackendError(f"{INSTALL_HINT} ({err})") from err
+
+
+class VLLMGenerator:
+    """Generator protocol on an in-process ``vllm.LLM``."""
+
+    name = "vllm"
+
+    def __init__(self, spec: ModelSpec, home: Path) -> None:
+        vllm = import_vllm()
+        self._vllm = vllm
+        self.model_dir = resolve_model_path(spec.path, home)
+        kwargs: dict[str, Any] = {
+            "model": str(self.model_dir), "enable_prefix_caching": True,
+            "gpu_memory_utilization": spec.gpu_memory_utilization, "max_model_len": spec.max_model_len,
+        }
+        if spec.dtype != "auto":
+            kwargs["dtype"] = spec.dtype
+        try:
+            self.llm = vllm.LLM(**kwargs)
+        except Exception as err:  # vLLM raises many types (CUDA, OOM, config)
+            raise BackendError(f"vLLM could not load {self.model_dir}: {err}") from err
+        self.tokenizer = self.llm.get_tokenizer()
+        self._lock = threading.Lock()
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def generate_steps(self, prompts: Sequence[str], n: int, temperature: float,
+                       stop: Sequence[str] | None, max_tokens: int, *, top_p: float = 1.0,
+                       top_k: int = 0, seed: int | None = None) -> list[list[Step]]:
+        check_sampling_args(n, temperature, max_tokens, top_p, top_k, stop)
+        if not prompts:
+            return []
+        if temperature == 0 and n > 1:
+            return replicate(self.generate_steps(prompts, 1, 0.0, stop, max_tokens), n)
+        stops = list(stop or ())
+        params = [
+            self._vllm.SamplingParams(
+                n=n, temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else -1,
+                stop=stops or None, max_tokens=max_tokens, logprobs=0,
+                seed=None if seed is None else int(seed) + i,
+            )
+            for i in range(len(prompts))
+        ]
+        with self._lock:
+            outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
+        return [[to_step(c, stops, i) for c in out.outputs] for i, out in enumerate(outputs)]
+
+
+def to_step(completion: Any, stops: list[str], prompt_index: int) -> Step:
+    """vLLM ``CompletionOutput`` -> Step (sampled-token log-probs; finish reason mapped)."""
+    token_ids = list(completion.token_ids)
+    if completion.logprobs is None or len(completion.logprobs) != len(token_ids):
+        raise GenerationError(f"vLLM returned no per-token logprobs for prompt {prompt_index}")
+    logprobs = [float(entry[tok].logprob) for entry, tok in zip(completion.logprobs, token_ids)]
+    text = completion.text
+    cut = find_stop(text, stops)
+    if cut != -1:
+        text = text[:cut]
+    if completion.finish_reason == "length":
+        finish = "length"
+    elif completion.finish_reason == "stop":
+        finish = "eos" if completion.stop_reason is None else "stop"
+    else:
+        raise GenerationError(f"vLLM finish_reason {completion.finish_reason!r} for prompt {prompt_index}")
+    return Step(text=text, token_logprobs=logprobs, finish_reason=finish, num_tokens=len(token_ids))
+
+
+def _factory(spec: ModelSpec, home: Path) -> VLLMGenerator:
+    return VLLMGenerator(spec, home)
+
+
+register_generator("vllm", _factory)
