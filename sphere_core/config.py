@@ -106,7 +106,7 @@ class RoutingConfig(Section):
     correction_source: Literal["min", "max"] = Field("min", description="Stage-1 path shown to Stage 2.")
 
     @model_validator(mode="after")
-    def _stage1_first(self) -> "RoutingConfig":
+    def _stage1_first(self) -> RoutingConfig:
         if "stage1" not in self.stages:
             raise ValueError("routing.stages must include stage1")
         return self

@@ -7,7 +7,7 @@ Command modules import heavy libraries (torch, prefect) inside their functions s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -18,13 +18,13 @@ console = Console(stderr=True)
 out = Console()
 
 PresetOpt = Annotated[
-    Optional[str], typer.Option("--preset", "-p", help="Config preset: demo | paper.")
+    str | None, typer.Option("--preset", "-p", help="Config preset: demo | paper.")
 ]
 ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", "-c", help="YAML config file (applied after the preset).")
+    Path | None, typer.Option("--config", "-c", help="YAML config file (applied after the preset).")
 ]
 SetOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-s", help="Override one key: dotted.key=value (repeatable)."),
 ]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Output format: table | json | csv.")]

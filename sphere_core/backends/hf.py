@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sphere_core.backends.embedded import resolve_model_path
 from sphere_core.backends.registry import register_generator
-from sphere_core.backends.sampling import check_sampling_args, find_stop, replicate, sample_tokens
+from sphere_core.backends.sampling import GeneratorBase, find_stop, sample_tokens
 from sphere_core.config import ModelSpec
 from sphere_core.errors import GenerationError, ModelLoadError
 from sphere_core.schemas import Step
@@ -59,7 +59,7 @@ class _Row:
     finish: str | None = None
 
 
-class HFGenerator:
+class HFGenerator(GeneratorBase):
     """Generator protocol on a local HF causal LM; also exposes ``.model``, ``.tokenizer``, ``.device``."""
 
     name = "hf"
@@ -103,11 +103,6 @@ class HFGenerator:
         return ids
 
     # -- text helpers ----------------------------------------------------------------
-    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` as-is (no BOS/EOS added: chat templates carry their own)."""
         return list(self.tokenizer.encode(text, add_special_tokens=False))
@@ -116,14 +111,8 @@ class HFGenerator:
         return len(self.encode(text))
 
     # -- sampling --------------------------------------------------------------------
-    def generate_steps(self, prompts: Sequence[str], n: int, temperature: float,
-                       stop: Sequence[str] | None, max_tokens: int, *, top_p: float = 1.0,
-                       top_k: int = 0, seed: int | None = None) -> list[list[Step]]:
-        check_sampling_args(n, temperature, max_tokens, top_p, top_k, stop)
-        if not prompts:
-            return []
-        if temperature == 0 and n > 1:
-            return replicate(self.generate_steps(prompts, 1, 0.0, stop, max_tokens), n)
+    def _sample(self, prompts: list[str], n: int, temperature: float, stop: list[str],
+                max_tokens: int, *, top_p: float, top_k: int, seed: int | None) -> list[list[Step]]:
         torch = self._torch
         encoded = [self.encode(p) for p in prompts]
         for i, ids in enumerate(encoded):
@@ -145,7 +134,7 @@ class HFGenerator:
         with self._lock, torch.inference_mode():
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start:start + self.batch_size]
-                self._decode_chunk(chunk, encoded, temperature, top_p, top_k, list(stop or ()), generator)
+                self._decode_chunk(chunk, encoded, temperature, top_p, top_k, stop, generator)
         out: list[list[Step]] = [[] for _ in prompts]
         for row in rows:
             out[row.prompt_index].append(

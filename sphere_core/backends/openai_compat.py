@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 
 from sphere_core.backends.registry import register_generator
-from sphere_core.backends.sampling import check_sampling_args, find_stop, replicate
+from sphere_core.backends.sampling import GeneratorBase, find_stop
 from sphere_core.config import ModelSpec
 from sphere_core.errors import BackendError, GenerationError
 from sphere_core.schemas import Step
@@ -37,7 +36,7 @@ def completions_url(base_url: str) -> str:
     return f"{base}/completions" if base.endswith("/v1") else f"{base}/v1/completions"
 
 
-class OpenAICompatGenerator:
+class OpenAICompatGenerator(GeneratorBase):
     """Generator protocol over an OpenAI-compatible ``/v1/completions`` endpoint."""
 
     name = "openai-compatible"
@@ -71,24 +70,10 @@ class OpenAICompatGenerator:
                 self._tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(self.spec.path, self.home)))
             return self._tokenizer
 
-    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
-
     # -- generation -------------------------------------------------------------------
-    def generate_steps(self, prompts: Sequence[str], n: int, temperature: float,
-                       stop: Sequence[str] | None, max_tokens: int, *, top_p: float = 1.0,
-                       top_k: int = 0, seed: int | None = None) -> list[list[Step]]:
-        check_sampling_args(n, temperature, max_tokens, top_p, top_k, stop)
-        if not prompts:
-            return []
-        if temperature == 0 and n > 1:
-            return replicate(self.generate_steps(prompts, 1, 0.0, stop, max_tokens), n)
-        stops = list(stop or ())
+    def _sample(self, prompts: list[str], n: int, temperature: float, stop: list[str],
+                max_tokens: int, *, top_p: float, top_k: int, seed: int | None) -> list[list[Step]]:
+        stops = stop
         bodies = []
         for i, prompt in enumerate(prompts):
             body: dict[str, Any] = {

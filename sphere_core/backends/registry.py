@@ -8,7 +8,8 @@ modules lazily so that importing the registry stays cheap (no torch at import).
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sphere_core.errors import BackendError
 

@@ -52,6 +52,36 @@ def replicate(steps: list[list[Step]], n: int) -> list[list[Step]]:
     return [[copy.deepcopy(row[0]) for _ in range(n)] for row in steps]
 
 
+class GeneratorBase:
+    """What every generator backend shares: chat templating, token counting, and the
+    argument checks / greedy de-duplication around the backend's own ``_sample``."""
+
+    tokenizer: object
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def generate_steps(self, prompts: Sequence[str], n: int, temperature: float,
+                       stop: Sequence[str] | None, max_tokens: int, *, top_p: float = 1.0,
+                       top_k: int = 0, seed: int | None = None) -> list[list[Step]]:
+        check_sampling_args(n, temperature, max_tokens, top_p, top_k, stop)
+        if not prompts:
+            return []
+        if temperature == 0 and n > 1:
+            return replicate(self.generate_steps(prompts, 1, 0.0, stop, max_tokens), n)
+        return self._sample(list(prompts), n, temperature, list(stop or ()), max_tokens,
+                            top_p=top_p, top_k=top_k, seed=seed)
+
+    def _sample(self, prompts: list[str], n: int, temperature: float, stop: list[str],
+                max_tokens: int, *, top_p: float, top_k: int, seed: int | None) -> list[list[Step]]:
+        raise NotImplementedError
+
+
 def sample_tokens(logits, temperature: float, top_p: float, top_k: int, generator):
     """Draw one token per row from softmax(logits / T) restricted by top-k and top-p.
 

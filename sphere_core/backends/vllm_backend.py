@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sphere_core.backends.embedded import resolve_model_path
 from sphere_core.backends.registry import register_generator
-from sphere_core.backends.sampling import check_sampling_args, find_stop, replicate
+from sphere_core.backends.sampling import GeneratorBase, find_stop
 from sphere_core.config import ModelSpec
 from sphere_core.errors import BackendError, GenerationError
 from sphere_core.schemas import Step
@@ -32,7 +31,7 @@ def import_vllm():
         raise BackendError(f"{INSTALL_HINT} ({err})") from err
 
 
-class VLLMGenerator:
+class VLLMGenerator(GeneratorBase):
     """Generator protocol on an in-process ``vllm.LLM``."""
 
     name = "vllm"
@@ -54,23 +53,9 @@ class VLLMGenerator:
         self.tokenizer = self.llm.get_tokenizer()
         self._lock = threading.Lock()
 
-    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def generate_steps(self, prompts: Sequence[str], n: int, temperature: float,
-                       stop: Sequence[str] | None, max_tokens: int, *, top_p: float = 1.0,
-                       top_k: int = 0, seed: int | None = None) -> list[list[Step]]:
-        check_sampling_args(n, temperature, max_tokens, top_p, top_k, stop)
-        if not prompts:
-            return []
-        if temperature == 0 and n > 1:
-            return replicate(self.generate_steps(prompts, 1, 0.0, stop, max_tokens), n)
-        stops = list(stop or ())
+    def _sample(self, prompts: list[str], n: int, temperature: float, stop: list[str],
+                max_tokens: int, *, top_p: float, top_k: int, seed: int | None) -> list[list[Step]]:
+        stops = stop
         params = [
             self._vllm.SamplingParams(
                 n=n, temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else -1,
