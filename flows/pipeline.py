@@ -7,11 +7,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from flows import prefect_env  # noqa: F401  (offline-safe Prefect settings before prefect)
 from flows.common import home_for, new_run_id, resolve_flow_config, tracked_run
 from flows.generate import generate_flow
+
+
+def pair_count(generate_result: Any) -> int:
+    """Total pairs reported by the generate flow's summary (0 when unknown)."""
+    if isinstance(generate_result, dict):
+        pairs = generate_result.get("pairs") or {}
+        if isinstance(pairs, dict):
+            return int(pairs.get("total") or 0)
+    return 0
 
 
 def trained_model_path(train_result: Any) -> str | None:
@@ -42,7 +51,15 @@ def pipeline_flow(
     cfg_dict = cfg.to_dict()
     with tracked_run(cfg, run_id, home, kind="pipeline"):
         generated = generate_flow(run_id=run_id, config=cfg_dict, track_run=False)
-        trained = train_flow(run_id, cfg_dict)
+        if pair_count(generated) > 0:
+            trained = train_flow(run_id, cfg_dict)
+        else:  # nothing to learn from: say so, still evaluate the base model and report
+            trained = {"skipped": "no preference pairs were generated (see `sphere routes`)"}
+            get_run_logger().warning(
+                "run %s produced no preference pairs: DPO training is skipped; evaluating the "
+                "base model only. A stronger policy, more questions or a wider search "
+                "(search.num_candidates, search.max_depth) yields pairs.", run_id,
+            )
         evaluated = evaluate_flow(
             run_id,
             cfg_dict,
