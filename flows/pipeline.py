@@ -19,7 +19,7 @@ def pair_count(generate_result: Any) -> int:
     if isinstance(generate_result, dict):
         pairs = generate_result.get("pairs") or {}
         if isinstance(pairs, dict):
-            return int(pairs.get("total") or 0)
+            return int(pairs.get("train") or 0) + int(pairs.get("eval") or 0)
     return 0
 
 
