@@ -9,18 +9,16 @@ Nothing is ever fetched from a hub.
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from sphere_core.config import EMBEDDED
 from sphere_core.errors import ModelLoadError
+from sphere_core.locks import file_lock
 from sphere_core.paths import models_dir
 
 EMBEDDED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -84,7 +82,7 @@ def ensure_converted(gguf: Path, target: Path) -> Path:
     if _is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.parent / f".{target.name}.lock"):
+    with file_lock(target.parent / f".{target.name}.lock"):
         if _is_complete(target):  # another process finished while we waited
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -147,11 +145,3 @@ def _is_complete(target: Path) -> bool:
     return (target / SOURCE_RECORD).is_file() and (target / "config.json").is_file()
 
 
-@contextmanager
-def _file_lock(lock_path: Path) -> Iterator[None]:
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

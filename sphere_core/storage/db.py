@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import URL, make_url
 
 from sphere_core.errors import StoreError
+from sphere_core.locks import file_lock
 from sphere_core.paths import default_database_url, sphere_home
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -157,22 +157,6 @@ def current_revision(engine: Engine) -> str | None:
     return heads[0] if heads else None
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX: transactional DDL still serialises
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _advisory_key(url: URL) -> int:
     digest = hashlib.sha256(f"sphere-migrate:{url.database}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
@@ -210,7 +194,7 @@ def _migrate(engine: Engine, direction: str, revision: str) -> str | None:
     url = engine.url
     cfg = _alembic_config(url.render_as_string(hide_password=False))
     path = _sqlite_path(url) if url.get_backend_name() == "sqlite" else None
-    lock = _file_lock(path.with_name(path.name + ".migrate.lock")) if path else contextlib.nullcontext()
+    lock = file_lock(path.with_name(path.name + ".migrate.lock")) if path else contextlib.nullcontext()
     pg = url.get_backend_name() == "postgresql"
     with lock:
         try:
