@@ -1,12 +1,16 @@
-"""SQLAlchemy 2.0 typed table models of the metadata store (DESIGN §9).
+"""SQLAlchemy 2.0 typed table models of the metadata store.
 
 Owns table/column definitions and constraint names only. Queries live in ``repo.py``;
 schema changes need a new Alembic revision in ``migrations/versions/`` (the migration test
 fails when the models and the migrations disagree).
 
 Timestamps are stored in UTC. Free-form dicts use the generic ``JSON`` type so SQLite and
-PostgreSQL behave alike. Enumerations (status, stage, decision) are plain strings validated
-in the repository, so adding a value needs no migration.
+PostgreSQL behave alike. Enumerations (status, stage, decision, split) are plain strings
+validated in the repository, so adding a value needs no migration.
+
+Rounds: a run plans ``rounds`` self-evolution rounds and has reached ``round`` so far; routing
+events, pairs, checkpoints and evaluations carry the ``round`` they belong to (1 for a run
+without self-evolution), and their unique keys include it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Text,
@@ -35,8 +40,13 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-RUN_STATUSES = ("pending", "running", "completed", "failed")
+RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 TERMINAL_STATUSES = ("completed", "failed")
+"""Statuses of a run that ended on its own (done, or stopped by an error)."""
+FINISHED_STATUSES = (*TERMINAL_STATUSES, "cancelled")
+"""Statuses that set ``finished_at``. ``cancelled`` (stopped by SIGTERM/SIGINT) is not
+terminal: the run is resumable."""
+PAIR_SPLITS = ("train", "eval")
 
 
 def utcnow() -> datetime:
@@ -54,7 +64,7 @@ class Base(DeclarativeBase):
 
 
 class Run(Base):
-    """One pipeline/flow run: its config, status and the Prefect flow run driving it."""
+    """One pipeline/flow run: its config, status, rounds and the Prefect flow run driving it."""
 
     __tablename__ = "runs"
 
@@ -65,6 +75,8 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None]
     prefect_flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    rounds: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    round: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
@@ -84,16 +96,17 @@ class Question(Base):
 
 
 class RoutingEvent(Base):
-    """Where one question went at one stage of one run, why, and the evidence."""
+    """Where one question went at one stage of one round of a run, why, and the evidence."""
 
     __tablename__ = "routing_events"
     __table_args__ = (
-        UniqueConstraint("run_id", "question_id", "stage"),
+        UniqueConstraint("run_id", "round", "question_id", "stage"),
         Index(None, "question_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"))
+    round: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     question_id: Mapped[str] = mapped_column(ForeignKey("questions.question_id"))
     stage: Mapped[str] = mapped_column(String(32))
     decision: Mapped[str] = mapped_column(String(32))
@@ -110,13 +123,14 @@ class RoutingEvent(Base):
 
 
 class Checkpoint(Base):
-    """A model checkpoint written by a run (one row per run and path)."""
+    """A model checkpoint written by a run (one row per run, round and path)."""
 
     __tablename__ = "checkpoints"
-    __table_args__ = (UniqueConstraint("run_id", "path"),)
+    __table_args__ = (UniqueConstraint("run_id", "round", "path"),)
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"))
+    round: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     path: Mapped[str] = mapped_column(String(1024))
     kind: Mapped[str] = mapped_column(String(32))
     metrics: Mapped[dict[str, Any]]
@@ -124,17 +138,50 @@ class Checkpoint(Base):
 
 
 class Evaluation(Base):
-    """One metric of one model on one benchmark in one run."""
+    """One metric of one model on one benchmark in one round of a run."""
 
     __tablename__ = "evaluations"
-    __table_args__ = (UniqueConstraint("run_id", "model_label", "benchmark", "metric"),)
+    __table_args__ = (UniqueConstraint("run_id", "round", "model_label", "benchmark", "metric"),)
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"))
+    round: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     model_label: Mapped[str] = mapped_column(String(128))
     benchmark: Mapped[str] = mapped_column(String(64))
     metric: Mapped[str] = mapped_column(String(64))
     value: Mapped[float | None]
     n: Mapped[int]
     details: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Pair(Base):
+    """One preference pair of one round of a run (the evidence; full texts stay in Parquet).
+
+    ``ordinal`` is the pair's position in the round's pair set as recorded (train pairs, then
+    eval pairs, in artifact order). The repository replaces a run+round's pairs as a whole, so
+    re-recording is idempotent; ``(run_id, round, ordinal)`` is unique because two genuinely
+    different pairs (step pairs of one question) may share every evidence column.
+    """
+
+    __tablename__ = "pairs"
+    __table_args__ = (
+        UniqueConstraint("run_id", "round", "ordinal"),
+        Index(None, "question_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"))
+    round: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    ordinal: Mapped[int] = mapped_column(Integer)
+    question_id: Mapped[str] = mapped_column(ForeignKey("questions.question_id"))
+    stage: Mapped[str] = mapped_column(String(32))
+    route: Mapped[str | None] = mapped_column(String(32))
+    granularity: Mapped[str | None] = mapped_column(String(32))
+    split: Mapped[str] = mapped_column(String(16))
+    answer_chosen: Mapped[str | None]
+    answer_rejected: Mapped[str | None]
+    reward_chosen: Mapped[float | None]
+    reward_rejected: Mapped[float | None]
+    artifact_key: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -46,7 +46,8 @@ def test_shards_round_trip_including_chat_messages(tmp_path):
                        "chosen": [[{"role": "assistant", "content": "2"}], []]})
     path = store.write_shard("pairs", "k1", 0, df)
     assert path.name == "part-00000.parquet" and store.has_shard("pairs", "k1", 0)
-    assert [p.name for p in path.parent.iterdir()] == ["part-00000.parquet"]  # no temp left
+    # no temp or lock file left: the shard and its check record only
+    assert sorted(p.name for p in path.parent.iterdir()) == ["part-00000.parquet", "part-00000.parquet.check.json"]
     back = store.read_shard("pairs", "k1", 0)
     assert back["prompt"].tolist() == msgs
     assert isinstance(back["prompt"][0], list) and isinstance(back["prompt"][0][0], dict)
@@ -101,7 +102,8 @@ def test_corrupt_or_missing_shard_names_the_file(tmp_path):
     bad.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(ArtifactError, match=f"cannot read artifact shard {bad}"):
         store.read_stage("s", "k")
-    bad.unlink()
+    assert not bad.exists()  # moved aside, not deleted
+    assert [p.name.split(".")[0] for p in store.quarantine_dir("s", "k").iterdir()] == ["part-00001"] * 2
     with pytest.raises(ArtifactError, match="part-00001.parquet.*missing"):
         store.read_stage("s", "k")
     with pytest.raises(ArtifactError, match="missing artifact shard"):

@@ -87,10 +87,33 @@ def test_db_commands_hide_password_and_report_revision(sphere_home, capsys, monk
     code, out, _ = run_cli(capsys, "db", "current")
     assert code == 0 and "none (not migrated)" in out and str(sphere_home / "sphere.db") in out
     code, out, _ = run_cli(capsys, "db", "upgrade")
-    assert code == 0 and "at revision 0001 (head)" in out
+    assert code == 0 and "at revision 0002 (head)" in out
     code, out, _ = run_cli(capsys, "db", "current")
-    assert code == 0 and "revision: 0001 (head 0001, up to date)" in out
+    assert code == 0 and "revision: 0002 (head 0002, up to date)" in out
     monkeypatch.setenv("SPHERE_DATABASE_URL", "postgresql+psycopg://me:hunter2@127.0.0.1:1/x")
     code, out, err = run_cli(capsys, "runs")
-    assert code == 1 and "cannot connect to database postgresql+psycopg://me:***@127.0.0.1:1/x" in err
+    assert code != 0 and "cannot connect to database postgresql+psycopg://me:***@127.0.0.1:1/x" in err
     assert "hunter2" not in err + out
+
+
+def test_rounds_in_runs_and_routes(sphere_home, capsys):
+    with open_repository() as repo:
+        repo.create_run("evo", CONFIG, "h", rounds=3)
+        repo.set_run_round("evo", 2)
+        repo.set_run_status("evo", "cancelled", error="Terminated: terminated by SIGTERM")
+        repo.record_routing_events(routing_df("evo", ["q1"], decision="to_correction"))
+        repo.record_routing_events(routing_df("evo", ["q1"], decision="pair"), round=2)
+    code, out, _ = run_cli(capsys, "runs")
+    assert code == 0 and "2/3" in out and "cancelled" in out and "round" in out
+    code, out, _ = run_cli(capsys, "runs", "--format", "json")
+    (run,) = json.loads(out)
+    assert (run["round"], run["rounds"], run["status"]) == (2, 3, "cancelled") and run["finished_at"]
+    code, out, _ = run_cli(capsys, "routes", "--question", "q1", "--format", "json")
+    assert code == 0 and [(e["round"], e["decision"]) for e in json.loads(out)] == [(1, "to_correction"), (2, "pair")]
+    code, out, _ = run_cli(capsys, "routes", "--question", "q1")
+    header = next(line for line in out.splitlines() if "stage" in line and "decision" in line)
+    assert code == 0 and "round" in header
+    code, out, _ = run_cli(capsys, "routes", "--run", "evo", "--round", "2", "--format", "json")
+    assert code == 0 and [e["decision"] for e in json.loads(out)] == ["pair"]
+    code, _, err = run_cli(capsys, "routes", "--question", "q1", "--round", "2")
+    assert code == 2 and "--round goes with --run ID" in err

@@ -1,0 +1,365 @@
+"""A generate run's outputs: keys, shards and the run view (path from key).
+
+**Keys.** Every output is a content-addressed artifact
+``$SPHERE_HOME/artifacts/<output>/<key>/part-<shard>.parquet`` (see ``artifacts.py``). The
+questions key hashes the ingest config and the input file's content; a stage's key hashes
+``Stage.artifact_config`` and its input keys (the questions, and the upstream stage it takes
+questions from); the pairs key hashes the pairs config and every stage key. So changing one
+stage's config recomputes that stage and what is downstream only, and two runs with the same
+config share every artifact. :func:`plan_run` computes the chain (pure, cheap).
+
+**Shards.** :meth:`RunOutputs.stage_shard` claims a shard (an inter-process lock), reuses it
+when a verified copy exists, else reads its inputs, calls the stage and writes the tree first
+and the routing last (routing present = shard done). Concurrent runs therefore never compute a
+shard twice, and a damaged shard (checksum mismatch) is moved aside by the store and recomputed.
+
+**Run view.** ``runs/<run_id>/outputs.json`` (later rounds: ``runs/<run_id>/round-<r>/``) is a
+manifest pointing at the artifacts a run used: no second copy of trees or routing. Only the
+pairs are materialised as files (``pairs/train.parquet``, ``pairs/eval.parquet``), the product
+TRL and ``datasets`` read. :class:`RunView` reads a run back for the report, the CLI and
+training. Re-running a run id with another config rewrites the view, so outputs of stages that
+no longer apply disappear from it (the flow prunes the store the same way).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sphere_core.config import SphereConfig
+from sphere_core.errors import ArtifactError, RunNotFoundError
+from sphere_core.paths import run_dir
+from sphere_core.schemas import (
+    PAIR_COLUMNS,
+    QUESTION_COLUMNS,
+    REJECT_COLUMNS,
+    ROUTING_COLUMNS,
+    SCHEMA_VERSION,
+    TREE_COLUMNS,
+)
+from sphere_core.storage.artifacts import ArtifactStore, artifact_key
+
+QUESTIONS, REJECTS = "questions", "rejects"
+PAIRS = {"train": "pairs_train", "eval": "pairs_eval"}
+VIEW_FILE = "outputs.json"
+
+
+def tree_output(stage: str) -> str:
+    return f"{stage}_tree"
+
+
+def routing_output(stage: str) -> str:
+    return f"{stage}_routing"
+
+
+def empty_frame(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+
+
+def concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else empty_frame(columns)
+
+
+def input_fingerprint(path: Path) -> str:
+    """Content hash of an input file (or of every file under a directory, by relative name)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return "file-" + digest.hexdigest()[:24]
+
+
+def ingest_key(cfg: SphereConfig, fingerprint: str) -> str:
+    """Key of the questions artifact: the data config, what decides rejections, the input."""
+    d = cfg.to_dict()
+    config = {
+        "data": d["data"], "shard_size": d["orchestration"]["shard_size"],
+        # prompts longer than the context are rejected at ingest with the policy tokenizer
+        "tokenizer": d["models"]["policy"]["path"],
+        "max_model_len": d["models"]["policy"]["max_model_len"],
+        "max_step_tokens": d["search"]["max_step_tokens"],
+    }
+    return artifact_key("ingest", config, [fingerprint])
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Which artifacts one round of a generate run reads and writes."""
+
+    questions_key: str
+    n_shards: int
+    stages: dict[str, str]  # stage name -> artifact key, in run order
+    pairs_key: str
+    round: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunPlan:
+        return cls(**data)
+
+
+def plan_run(cfg: SphereConfig, questions_key: str, n_shards: int, round: int = 1) -> RunPlan:
+    """The artifact keys of the selected stages and of the pairs (pure)."""
+    from sphere_core.stages import stages_for
+
+    keys: dict[str, str] = {}
+    for stage in stages_for(cfg.routing.stages):
+        inputs = [questions_key] + ([keys[stage.consumes.stage]] if stage.consumes else [])
+        keys[stage.name] = artifact_key(stage.name, stage.artifact_config(cfg), inputs)
+    pairs_config = {"pairs": cfg.to_dict()["pairs"], "stages": list(keys)}
+    pairs_key = artifact_key("pairs", pairs_config, [questions_key, *keys.values()])
+    return RunPlan(questions_key, n_shards, keys, pairs_key, round)
+
+
+def shard_count(n_rows: int, shard_size: int) -> int:
+    return max(1, -(-n_rows // shard_size))
+
+
+@dataclass
+class ShardInfo:
+    """What one stage shard task did."""
+
+    stage: str
+    shard: int
+    cached: bool
+    questions: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # decision -> questions
+    elapsed_s: float = 0.0
+    search: dict[str, float] = field(default_factory=dict)  # SearchStats of a computed shard
+
+
+class RunOutputs:
+    """Reads and writes a generate run's artifacts (all paths derived from keys)."""
+
+    def __init__(self, home: Path):
+        self.home = Path(home)
+        self.store = ArtifactStore(self.home)
+
+    # -- ingest ---------------------------------------------------------------------------
+    def ingest(self, key: str, shard_size: int, compute: Callable[[], Any]) -> tuple[int, int, int, bool]:
+        """Questions sharded under ``key`` (computed once): (n_shards, questions, rejected, cached)."""
+        with self.store.claim_artifact(QUESTIONS, key):
+            if not (self.store.is_complete(QUESTIONS, key, verify=True)
+                    and self.store.is_complete(REJECTS, key, verify=True)):
+                result = compute()
+                questions = result.questions.reset_index(drop=True)
+                rejects = result.rejects if len(result.rejects) else empty_frame(REJECT_COLUMNS)
+                self.store.write_shard(REJECTS, key, 0, rejects)
+                self.store.write_manifest(REJECTS, key, {"schema_version": SCHEMA_VERSION}, expected_shards=1)
+                n = shard_count(len(questions), shard_size)
+                for shard in range(n):
+                    part = questions.iloc[shard * shard_size:(shard + 1) * shard_size]
+                    self.store.write_shard(QUESTIONS, key, shard, part)
+                self.store.write_manifest(QUESTIONS, key, {"stats": result.stats}, expected_shards=n)
+                return n, len(questions), len(rejects), False
+        manifest = self.store.read_manifest(QUESTIONS, key) or {}
+        rejected = (self.store.read_manifest(REJECTS, key) or {}).get("total_rows", 0)
+        return int(manifest.get("shards", 0)), int(manifest.get("total_rows", 0)), int(rejected), True
+
+    # -- stage shards -----------------------------------------------------------------------
+    def shard_done(self, stage: str, key: str, shard: int) -> bool:
+        """Both frames of the shard exist and verify (a damaged one is moved aside: not done)."""
+        return (self.store.has_shard(tree_output(stage), key, shard)
+                and self.store.has_shard(routing_output(stage), key, shard))
+
+    def stage_shard(self, plan: RunPlan, stage: str, shard: int,
+                    compute: Callable[[pd.DataFrame, pd.DataFrame | None], Any]) -> ShardInfo:
+        """Compute one stage on one shard unless a verified result exists.
+
+        ``compute(questions, upstream_routing)`` returns an object with ``tree``/``routing``
+        frames (``StageResult``). A stage that takes routed questions and got none for this
+        shard writes empty frames without calling ``compute`` (no model is loaded).
+        """
+        from sphere_core.stages import get_stage
+        from sphere_core.stages.runner import has_work
+
+        key, started = plan.stages[stage], time.perf_counter()
+        with self.store.claim(routing_output(stage), key, shard):
+            if self.shard_done(stage, key, shard):
+                routing = self.store.read_shard(routing_output(stage), key, shard)
+                return ShardInfo(stage, shard, True, len(routing), _counts(routing))
+            questions = self.store.read_shard(QUESTIONS, plan.questions_key, shard)
+            upstream = None
+            consumes = get_stage(stage).consumes
+            if consumes is not None:
+                upstream = self.store.read_shard(routing_output(consumes.stage), plan.stages[consumes.stage], shard)
+            if has_work(stage, upstream):
+                result = compute(questions, upstream)
+                tree, routing = result.tree, result.routing
+            else:
+                tree, routing = empty_frame(TREE_COLUMNS), empty_frame(ROUTING_COLUMNS)
+            self.store.write_shard(tree_output(stage), key, shard, tree)
+            self.store.write_shard(routing_output(stage), key, shard, routing)  # last: marks done
+        return ShardInfo(stage, shard, False, len(routing), _counts(routing),
+                         round(time.perf_counter() - started, 3))
+
+    def seal(self, plan: RunPlan) -> None:
+        """Write the manifests of every stage artifact (all shards present)."""
+        for stage, key in plan.stages.items():
+            for name in (tree_output(stage), routing_output(stage)):
+                if not self.store.is_complete(name, key, verify=True):
+                    self.store.write_manifest(name, key, {"schema_version": SCHEMA_VERSION},
+                                              expected_shards=plan.n_shards)
+
+    def stage_frames(self, plan: RunPlan, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(routing, tree) of every stage of the plan, stamped with ``run_id``."""
+        routing = [self.store.read_stage(routing_output(s), k) for s, k in plan.stages.items()]
+        trees = [self.store.read_stage(tree_output(s), k) for s, k in plan.stages.items()]
+        return (concat(routing, ROUTING_COLUMNS).assign(run_id=run_id),
+                concat(trees, TREE_COLUMNS).assign(run_id=run_id))
+
+    # -- pairs --------------------------------------------------------------------------------
+    def pairs(self, plan: RunPlan, compute: Callable[[], tuple[pd.DataFrame, pd.DataFrame, list]]) -> dict:
+        """Train/eval pairs under ``plan.pairs_key`` (computed once): counts and dropped."""
+        with self.store.claim_artifact(PAIRS["eval"], plan.pairs_key):
+            if not all(self.store.is_complete(name, plan.pairs_key, verify=True) for name in PAIRS.values()):
+                train, evaluation, dropped = compute()
+                for split, frame in (("train", train), ("eval", evaluation)):  # eval last: marks done
+                    name = PAIRS[split]
+                    if not self.store.is_complete(name, plan.pairs_key, verify=True):
+                        self.store.write_shard(name, plan.pairs_key, 0, frame)
+                        self.store.write_manifest(name, plan.pairs_key, {"schema_version": SCHEMA_VERSION,
+                                                                         "dropped": dropped}, expected_shards=1)
+        counts = {split: int((self.store.read_manifest(name, plan.pairs_key) or {}).get("total_rows", 0))
+                  for split, name in PAIRS.items()}
+        dropped = (self.store.read_manifest(PAIRS["eval"], plan.pairs_key) or {}).get("dropped", [])
+        return {"train": counts["train"], "eval": counts["eval"], "dropped": dropped}
+
+    def read_pairs(self, plan: RunPlan, split: str, run_id: str) -> pd.DataFrame:
+        return self.store.read_stage(PAIRS[split], plan.pairs_key).assign(run_id=run_id)
+
+    # -- the run view ------------------------------------------------------------------------------
+    def publish(self, run_id: str, plan: RunPlan, extra: dict[str, Any] | None = None) -> Path:
+        """Write the run view (manifest of artifact pointers) and the pairs files; returns its dir."""
+        from sphere_core.pairs import write_pairs_file
+
+        view = RunView(self.home, run_id, plan.round)
+        outputs = {
+            "questions": _pointer(QUESTIONS, plan.questions_key),
+            "rejects": _pointer(REJECTS, plan.questions_key),
+            "stages": {s: {"tree": _pointer(tree_output(s), k), "routing": _pointer(routing_output(s), k)}
+                       for s, k in plan.stages.items()},
+            "pairs": {split: _pointer(name, plan.pairs_key) for split, name in PAIRS.items()},
+        }
+        for split in PAIRS:
+            write_pairs_file(self.read_pairs(plan, split, run_id), view.pairs_path(split))
+        record = {"run_id": run_id, "round": plan.round, "plan": plan.to_dict(), "outputs": outputs,
+                  **(extra or {})}
+        _write_json(view.dir / VIEW_FILE, record)
+        return view.dir
+
+
+def _pointer(output: str, key: str) -> dict[str, str]:
+    return {"output": output, "key": key}
+
+
+def _counts(routing: pd.DataFrame) -> dict[str, int]:
+    return {str(k): int(v) for k, v in routing["decision"].value_counts().items()} if len(routing) else {}
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def round_dir(home: Path, run_id: str, round: int = 1) -> Path:
+    """Where round ``round`` of a run keeps its view, pairs and model (round 1: the run dir)."""
+    base = run_dir(Path(home), run_id)
+    return base if round == 1 else base / f"round-{round}"
+
+
+class RunView:
+    """Read-only access to the outputs of one round of a run (every stage that ran)."""
+
+    def __init__(self, home: Path, run_id: str, round: int = 1):
+        self.home, self.run_id, self.round = Path(home), run_id, round
+        self.dir = round_dir(self.home, run_id, round)
+        self._store = ArtifactStore(self.home)
+        self._record: dict[str, Any] | None = None
+
+    @property
+    def exists(self) -> bool:
+        return (self.dir / VIEW_FILE).is_file()
+
+    @property
+    def record(self) -> dict[str, Any]:
+        if self._record is None:
+            path = self.dir / VIEW_FILE
+            try:
+                self._record = json.loads(path.read_text())
+            except FileNotFoundError:
+                raise RunNotFoundError(f"run {self.run_id!r} has no generate outputs yet ({path} is missing)") from None
+            except (OSError, ValueError) as err:
+                raise ArtifactError(f"cannot read the run view {path}: {err}") from err
+        return self._record
+
+    @property
+    def plan(self) -> RunPlan:
+        return RunPlan.from_dict(self.record["plan"])
+
+    def stages(self) -> list[str]:
+        """The stages this round ran, in run order."""
+        return list(self.record["outputs"]["stages"])
+
+    def _read(self, pointer: dict[str, str], columns: list[str], stamp: bool = True) -> pd.DataFrame:
+        frame = self._store.read_stage(pointer["output"], pointer["key"])
+        if frame.empty:
+            frame = empty_frame(columns)
+        return frame.assign(run_id=self.run_id) if stamp and "run_id" in columns else frame
+
+    def questions(self) -> pd.DataFrame:
+        return self._read(self.record["outputs"]["questions"], QUESTION_COLUMNS)
+
+    def rejects(self) -> pd.DataFrame:
+        return self._read(self.record["outputs"]["rejects"], REJECT_COLUMNS)
+
+    def routing(self, stage: str | None = None) -> pd.DataFrame:
+        stages = self.record["outputs"]["stages"]
+        chosen = [stage] if stage else list(stages)
+        return concat([self._read(stages[s]["routing"], ROUTING_COLUMNS) for s in chosen if s in stages],
+                      ROUTING_COLUMNS)
+
+    def tree(self, stage: str | None = None) -> pd.DataFrame:
+        stages = self.record["outputs"]["stages"]
+        chosen = [stage] if stage else list(stages)
+        return concat([self._read(stages[s]["tree"], TREE_COLUMNS) for s in chosen if s in stages],
+                      TREE_COLUMNS)
+
+    def pairs(self, split: str | None = None) -> pd.DataFrame:
+        splits = [split] if split else list(PAIRS)
+        frames = [pd.read_parquet(self.pairs_path(s)) for s in splits if self.pairs_path(s).is_file()]
+        return concat(frames, PAIR_COLUMNS)
+
+    def pairs_path(self, split: str) -> Path:
+        return self.dir / "pairs" / f"{split}.parquet"
+
+    def model_dir(self) -> Path:
+        return self.dir / "model"
+
+    def summary(self) -> dict[str, Any]:
+        """The generate summary stored with the view (routing counts, pairs, search stats)."""
+        return dict(self.record.get("summary", {}))
+
+    def train_log(self) -> dict[str, Any] | None:
+        path = self.model_dir() / "train_log.json"
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
