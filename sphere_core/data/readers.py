@@ -5,6 +5,11 @@ A row that cannot be parsed (a malformed JSON line, a CSV row with the wrong num
 fields) comes back as an error string with its row number, so ingest can reject it and go on;
 a file that cannot be read at all raises ``InputDataError`` naming the file.
 Row numbers are 1-based: the line number for JSONL, the data row (header excluded) otherwise.
+
+Text files may start with a UTF-8 byte-order mark (Excel writes one); it is not data. JSON
+numbers come back as ``JsonNumber`` strings holding the number as written (``1e23`` stays
+``"1e23"``, not ``99999999999999991611392``); CSV fields are always strings. Parquet and HF
+values keep their Arrow types (formatting them is the caller's).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from sphere_core.errors import InputDataError
 Row = tuple[int, dict[str, Any] | None, str | None, str]  # (row, record, error, raw)
 
 RAW_LIMIT = 2000
+BOM = "\ufeff"
 _SUFFIX_FORMATS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -45,9 +51,49 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
     return detected
 
 
+class JsonNumber(str):
+    """A JSON number as the text it was written with; ``value()`` gives the Python number."""
+
+    kind = "number"
+
+    def value(self) -> int | float:
+        raise NotImplementedError
+
+
+class JsonInt(JsonNumber):
+    kind = "int"
+
+    def value(self) -> int:
+        return int(self)
+
+
+class JsonFloat(JsonNumber):
+    kind = "float"
+
+    def value(self) -> float:
+        return float(self)
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` keeping every number's source text (``JsonInt`` / ``JsonFloat``)."""
+    return json.loads(text, parse_int=JsonInt, parse_float=JsonFloat)
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` with every ``JsonNumber`` turned back into the number it stands for (for output)."""
+    if isinstance(obj, JsonNumber):
+        return obj.value()
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [plain(v) for v in obj]
+    return obj
+
+
 def _raw(obj: Any) -> str:
-    text = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, default=str)
-    return text[:RAW_LIMIT]
+    if isinstance(obj, str) and not isinstance(obj, JsonNumber):
+        return obj[:RAW_LIMIT]
+    return json.dumps(plain(obj), ensure_ascii=False, default=str)[:RAW_LIMIT]
 
 
 def _records(values: list[Any]) -> Iterator[Row]:
@@ -66,7 +112,7 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
     with handle:
         for lineno, line_bytes in enumerate(handle, start=1):
             try:
-                line = line_bytes.decode("utf-8")
+                line = line_bytes.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as err:
                 yield (
                     lineno,
@@ -78,7 +124,7 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
+                value = loads(line)
             except json.JSONDecodeError as err:
                 yield (
                     lineno,
@@ -100,7 +146,7 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
 
 def _read_json(path: Path) -> Iterator[Row]:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError) as err:
         raise InputDataError(f"cannot read question file {path}: {err}") from None
     except json.JSONDecodeError:
@@ -117,7 +163,7 @@ def _read_json(path: Path) -> Iterator[Row]:
 def _read_csv(path: Path) -> Iterator[Row]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        handle = path.open(newline="", encoding="utf-8-sig")
         with handle:
             reader = csv.reader(handle, delimiter=delimiter)
             header = next(reader, None)

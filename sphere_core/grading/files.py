@@ -1,14 +1,18 @@
 """Grade a JSONL file of predictions (``sphere grade``).
 
-Owns the file workflow: read rows with ``prediction`` and ``answer`` (optional ``id``), extract
-and verify through a ``Grader``, write ``<name>.graded.jsonl`` (every input row, plus ``row``,
-``extracted``, ``correct``, ``status`` and ``error``). A malformed line or a row missing a field
-is reported with its row number and counted in ``errors``; it never stops the file.
+Owns the file workflow: read rows with ``prediction`` and ``answer`` (optional ``id``), grade
+them through a ``Grader`` (extraction and verification of each row run in a worker under the
+per-item timeout, so a file of n rows takes at most about ``n / workers * timeout_s``), write
+``<name>.graded.jsonl`` (every input row, plus ``row``, ``extracted``, ``correct``, ``status``
+and ``error``). A malformed line or a row missing a field is reported with its row number and
+counted in ``errors``; it never stops the file. The result reports the elapsed time and the
+number of timed-out rows.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +30,7 @@ class GradeFileResult:
     correct: int
     errors: list[dict[str, Any]] = field(default_factory=list)  # {"row", "reason"}
     timeouts: int = 0
+    elapsed_s: float = 0.0
 
     @property
     def accuracy(self) -> float | None:
@@ -39,6 +44,7 @@ class GradeFileResult:
             "accuracy": self.accuracy,
             "errors": len(self.errors),
             "timeouts": self.timeouts,
+            "elapsed_s": round(self.elapsed_s, 3),
             "graded_file": str(self.graded_file),
         }
 
@@ -61,8 +67,9 @@ def grade_file(
     out_path: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> GradeFileResult:
-    from sphere_core.data.readers import read_rows  # lazy: sphere_core.data imports grading
+    from sphere_core.data.readers import plain, read_rows  # lazy: sphere_core.data imports grading
 
+    started = time.monotonic()
     path = Path(path)
     if path.is_dir():
         raise InputDataError(f"{path} is a directory; sphere grade expects a JSONL file")
@@ -84,22 +91,23 @@ def grade_file(
                 continue
         errors.append({"row": row_no, "reason": error})
         error_records[row_no] = record or {}
-    extracted = [grader.extract(p) for _, _, p, _ in good]
-    verdicts = grader.verify_detailed(extracted, [a for *_, a in good], progress=progress)
+    verdicts = grader.grade_texts_detailed(
+        [p for _, _, p, _ in good], [a for *_, a in good], progress=progress
+    )
     graded_rows = {
         row_no: {
-            **record,
+            **plain(record),
             "row": row_no,
-            "extracted": ext,
+            "extracted": v.extracted,
             "correct": v.correct,
             "status": v.status,
-            "error": None,
+            "error": v.detail or None,
         }
-        for (row_no, record, _, _), ext, v in zip(good, extracted, verdicts)
+        for (row_no, record, _, _), v in zip(good, verdicts)
     }
     for err in errors:
         graded_rows[err["row"]] = {
-            **error_records[err["row"]],
+            **plain(error_records[err["row"]]),
             "row": err["row"],
             "extracted": None,
             "correct": False,
@@ -119,4 +127,5 @@ def grade_file(
         correct=sum(v.correct for v in verdicts),
         errors=errors,
         timeouts=sum(v.status == "timeout" for v in verdicts),
+        elapsed_s=time.monotonic() - started,
     )

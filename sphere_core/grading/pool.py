@@ -1,12 +1,16 @@
-"""A small process pool that runs one ``fn(a, b) -> bool`` call per item with a hard timeout.
+"""A small process pool that runs one ``fn(*args)`` call per item with a hard timeout.
 
 Owns worker processes only. math-verify's own timeout uses ``SIGALRM``, which does not work in
 threads (Prefect thread runners, servers), so the deadline lives here instead: an item whose
 worker does not answer within ``timeout_s`` counts as timed out, that worker is killed and a
-fresh one takes its place, and the remaining items go on. Workers are plain subprocesses
-(``python -m sphere_core.grading.worker``): no ``fork`` of a parent holding torch threads, and
-no re-import of the caller's ``__main__`` as ``multiprocessing`` spawn would do.
-``fn``/``warmup`` must be picklable by reference (module-level functions).
+fresh one is started in its place (in the background: the other workers go on meanwhile), and
+the remaining items go on. A ``map`` of n items on w workers therefore takes at most about
+``ceil(n / w) * timeout_s`` once the workers are up.
+
+Workers are plain subprocesses (``python -m sphere_core.grading.worker``): no ``fork`` of a
+parent holding torch threads, and no re-import of the caller's ``__main__`` as
+``multiprocessing`` spawn would do. ``fn``/``warmup`` must be picklable by reference
+(module-level functions, or ``functools.partial`` of them); ``fn``'s return value is sent back.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from typing import Any
 
 from sphere_core.errors import GradingError
 
@@ -32,11 +37,13 @@ STARTUP_TIMEOUT_S = 120.0
 @dataclass(frozen=True)
 class ItemResult:
     status: str  # "ok" | "timeout" | "error"
-    value: bool = False
+    value: Any = None
     detail: str = ""
 
 
 class _Worker:
+    """One worker process; ``state`` is starting -> idle <-> busy."""
+
     def __init__(self, fn: Callable, warmup: Callable | None) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
@@ -60,20 +67,24 @@ class _Worker:
         self.outbox = Connection(to_child_w, readable=False)
         self.inbox = Connection(from_child_r, writable=False)
         self.outbox.send((fn, warmup))
+        self.state = "starting"
+        self.since = time.monotonic()  # when it was started, or got its current item
         self.task: int | None = None
-        self.started = 0.0
 
-    def wait_ready(self, timeout: float) -> None:
-        ok = self.inbox.poll(timeout)
+    def check_ready(self) -> None:
+        """Read the start-up answer (the inbox is readable); raise if the worker failed."""
         try:
-            kind, _, detail = self.inbox.recv() if ok else ("timeout", None, None)
+            kind, _, detail = self.inbox.recv()
         except (EOFError, OSError):
             kind, detail = "failed", f"exit code {self.proc.poll()}"
         if kind != "ready":
             self.kill()
-            if kind == "timeout":
-                raise GradingError(f"grading worker did not start within {timeout:.0f}s")
             raise GradingError(f"grading worker failed to start: {detail}")
+        self.state = "idle"
+
+    def give(self, idx: int, args: tuple) -> None:
+        self.outbox.send((idx, args))
+        self.state, self.task, self.since = "busy", idx, time.monotonic()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -95,11 +106,11 @@ class _Worker:
 
 
 class TimeoutPool:
-    """Run ``fn(a, b)`` for many ``(a, b)`` pairs on ``workers`` processes, each with a deadline."""
+    """Run ``fn(*args)`` for many argument tuples on ``workers`` processes, each with a deadline."""
 
     def __init__(
         self,
-        fn: Callable[[str, str], bool],
+        fn: Callable[..., Any],
         *,
         workers: int = 2,
         timeout_s: float = 5.0,
@@ -125,58 +136,81 @@ class TimeoutPool:
             worker.kill()
             self._pool.remove(worker)
         want = min(self.workers, max(n_items, 1))
-        starting = [_Worker(self.fn, self.warmup) for _ in range(want - len(self._pool))]
-        for worker in starting:  # started together, then awaited one by one
-            worker.wait_ready(STARTUP_TIMEOUT_S)
-        self._pool.extend(starting)
+        self._pool.extend(_Worker(self.fn, self.warmup) for _ in range(want - len(self._pool)))
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
         self._pool.remove(worker)
-        fresh = _Worker(self.fn, self.warmup)
-        fresh.wait_ready(STARTUP_TIMEOUT_S)
-        self._pool.append(fresh)
+        self._pool.append(_Worker(self.fn, self.warmup))  # starts while the others work
         self.replaced += 1
 
+    def _deadline(self) -> float:
+        return min(
+            w.since + (self.timeout_s if w.state == "busy" else STARTUP_TIMEOUT_S)
+            for w in self._pool
+            if w.state != "idle"
+        )
+
     def map(
-        self, items: Sequence[tuple[str, str]], progress: Callable[[int], None] | None = None
+        self, items: Sequence[tuple], progress: Callable[[int], None] | None = None
     ) -> list[ItemResult]:
-        """One ``ItemResult`` per item, in order. A single item never raises."""
+        """One ``ItemResult`` per item, in order. A single item never raises.
+
+        Raises ``GradingError`` only when a worker cannot start; the pool is then closed (a
+        later call starts fresh workers).
+        """
         if not items:
             return []
+        try:
+            return self._map(items, progress)
+        except BaseException:
+            self.close()
+            raise
+
+    def _map(
+        self, items: Sequence[tuple], progress: Callable[[int], None] | None
+    ) -> list[ItemResult]:
         self._ensure_started(len(items))
         results: dict[int, ItemResult] = {}
         pending = deque(range(len(items)))
-        while pending or any(w.task is not None for w in self._pool):
+        while len(results) < len(items):
             for worker in self._pool:
-                if worker.task is None and pending:
+                if worker.state == "idle" and pending:
                     idx = pending.popleft()
-                    worker.outbox.send((idx, *items[idx]))
-                    worker.task, worker.started = idx, time.monotonic()
-            busy = [w for w in self._pool if w.task is not None]
-            deadline = min(w.started for w in busy) + self.timeout_s
-            ready = wait([w.inbox for w in busy], timeout=max(0.0, deadline - time.monotonic()))
+                    worker.give(idx, tuple(items[idx]))
+            waiting = [w for w in self._pool if w.state != "idle"]
+            wait([w.inbox for w in waiting], timeout=max(0.0, self._deadline() - time.monotonic()))
             done = 0
-            for worker in busy:
+            for worker in waiting:
+                now = time.monotonic()
+                if worker.state == "starting":
+                    if worker.inbox.poll(0):
+                        worker.check_ready()
+                    elif now - worker.since >= STARTUP_TIMEOUT_S:
+                        worker.kill()
+                        raise GradingError(
+                            f"grading worker did not start within {STARTUP_TIMEOUT_S:.0f}s"
+                        )
+                    continue
                 idx = worker.task
                 assert idx is not None
-                if worker.inbox in ready:
+                if worker.inbox.poll(0):
                     try:
                         _, status, value = worker.inbox.recv()
                     except (EOFError, OSError):
-                        results[idx] = ItemResult("error", False, "grading worker died")
+                        results[idx] = ItemResult("error", None, "grading worker died")
                         log.warning("grading worker died on item %d; replacing it", idx)
                         self._replace(worker)
                     else:
-                        worker.task = None
+                        worker.state, worker.task = "idle", None
                         ok = status == "ok"
                         results[idx] = ItemResult(
-                            status, bool(value) if ok else False, "" if ok else str(value)
+                            status, value if ok else None, "" if ok else str(value)
                         )
                     done += 1
-                elif time.monotonic() - worker.started >= self.timeout_s:
+                elif now - worker.since >= self.timeout_s:
                     results[idx] = ItemResult(
-                        "timeout", False, f"no answer within {self.timeout_s:g}s"
+                        "timeout", None, f"no answer within {self.timeout_s:g}s"
                     )
                     log.warning(
                         "grading item %d timed out after %gs; replacing its worker",

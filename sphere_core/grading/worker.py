@@ -1,8 +1,9 @@
 """Entry point of one grading worker process: ``python -m sphere_core.grading.worker R W``.
 
-Reads ``(fn, warmup)`` then ``(index, a, b)`` messages from file descriptor ``R`` and answers
-``(index, status, value)`` on ``W``. Started by ``pool.TimeoutPool`` as a plain subprocess (not
-``multiprocessing``), so the parent's ``__main__`` is never re-imported.
+Reads ``(fn, warmup)`` then ``(index, args)`` messages from file descriptor ``R`` and answers
+``(index, "ok", fn(*args))`` (or ``(index, "error", message)``) on ``W``. Started by
+``pool.TimeoutPool`` as a plain subprocess (not ``multiprocessing``), so the parent's
+``__main__`` is never re-imported.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ def serve(inbox: Connection, outbox: Connection) -> None:
             return
         if msg is None:
             return
-        idx, a, b = msg
+        idx, args = msg
         try:
-            outbox.send((idx, "ok", bool(fn(a, b))))
+            outbox.send((idx, "ok", fn(*args)))
         except Exception as err:  # noqa: BLE001 - one bad item must not stop the worker
             outbox.send((idx, "error", f"{type(err).__name__}: {err}"[:500]))
 

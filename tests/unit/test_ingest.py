@@ -206,9 +206,9 @@ def test_builtin_data_is_packaged(shared_data):
     assert demo.parent == BUILTIN_DIR
     train_rows = set((shared_data / "gsm8k_train.jsonl").read_text().splitlines())
     demo_rows = demo.read_text().splitlines()
-    assert len(demo_rows) == 8 and set(demo_rows) <= train_rows  # verbatim GSM8K-train rows
+    assert len(demo_rows) == 12 and set(demo_rows) <= train_rows  # verbatim GSM8K-train rows
     res = ingest_file("builtin:gsm8k_demo", DataConfig())
-    assert res.stats["accepted"] == 8 and res.questions["source"].eq("builtin:gsm8k_demo").all()
+    assert res.stats["accepted"] == 12 and res.questions["source"].eq("builtin:gsm8k_demo").all()
     for name in ("gsm8k_train", "math_train"):
         assert (
             resolve_data_path(f"builtin:{name}").stat().st_size
