@@ -1,4 +1,4 @@
-"""The narrow backend interfaces (DESIGN §3). Implementations live one per file."""
+"""The narrow backend interfaces (generator, PRM, ORM). Implementations live one per file."""
 
 from __future__ import annotations
 

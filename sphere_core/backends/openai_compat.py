@@ -45,6 +45,12 @@ class OpenAICompatGenerator(GeneratorBase):
                  backoff_s: float = 0.5, max_concurrency: int = 32) -> None:
         if not spec.base_url:
             raise BackendError("the openai-compatible backend needs models.*.base_url (e.g. http://host:8000/v1)")
+        if spec.adapter and not spec.served_model_name:
+            raise BackendError(
+                f"the openai-compatible backend cannot apply the LoRA adapter {spec.adapter} itself: serve "
+                f"it (vLLM: --enable-lora --lora-modules trained={spec.adapter}) and set "
+                "models.policy.served_model_name to that name"
+            )
         self.spec = spec
         self.home = home
         self.url = completions_url(spec.base_url)

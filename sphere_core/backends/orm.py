@@ -4,12 +4,12 @@
 its list of steps. Stages 2 and 3 add ORM(prefix through s_t) to the step reward (Eq. 3), so
 the search calls it with partial solutions too.
 
-* ``prm-last`` (default): the PRM's reward of the solution's last step (``score_last`` when
-  the PRM has it; backends memoise it, so right after the search's own PRM call on the same
-  prefixes this costs nothing).
-* ``verifier``: gold-answer check. A solution is terminal when its text carries a final
-  answer (see ``prm_simple.final_answer``): 1.0 if that answer verifies, 0.0 if it is wrong or
-  unreadable; 0.5 for a solution with no final answer yet. Needs gold answers.
+* ``prm-last`` (default): the PRM's reward of the solution's last step, its ``score_last``
+  (``prm.with_score_last`` gives one to a PRM that has only ``score``); backends memoise it, so
+  right after the search's own PRM call on the same prefixes this costs nothing.
+* ``verifier``: gold-answer check. A solution is terminal when its text states a final
+  answer (``grading.extract.has_final_answer``): 1.0 if that answer verifies, 0.0 if it is
+  wrong; 0.5 for a solution with no final answer yet. Needs gold answers.
 
 Factories: ``factory(cfg, home, prm) -> ORM``.
 """
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sphere_core.backends.prm import check_inputs, check_last_scores
+from sphere_core.backends.prm import check_inputs, check_last_scores, with_score_last
 from sphere_core.backends.prm_simple import outcome_rewards
 from sphere_core.backends.registry import register_orm
 from sphere_core.config import GradingConfig, SphereConfig
@@ -33,7 +33,7 @@ class PRMLastORM:
     def __init__(self, prm: Any) -> None:
         if prm is None:
             raise BackendError("ORM prm-last needs a PRM (got None)")
-        self.prm = prm
+        self.prm = with_score_last(prm)
 
     def score(
         self,
@@ -44,22 +44,7 @@ class PRMLastORM:
         check_inputs(f"ORM {self.name}", questions, solutions, gold_answers)
         if not questions:
             return []
-        score_last = getattr(self.prm, "score_last", None)
-        if callable(score_last):
-            scores = list(score_last(questions, solutions, gold_answers))
-        else:
-            per_step = self.prm.score(questions, solutions, gold_answers)
-            if len(per_step) != len(solutions):
-                raise BackendError(
-                    f"ORM prm-last: PRM returned {len(per_step)} score lists for {len(solutions)} solutions"
-                )
-            scores = []
-            for i, (got, steps) in enumerate(zip(per_step, solutions)):
-                if len(got) != len(steps):
-                    raise BackendError(
-                        f"ORM prm-last: solution {i}: expected one score per step ({len(steps)}), got {len(got)}"
-                    )
-                scores.append(got[-1])
+        scores = list(self.prm.score_last(questions, solutions, gold_answers))
         return check_last_scores(f"ORM {self.name}", solutions, scores)
 
 

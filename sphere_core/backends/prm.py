@@ -1,6 +1,6 @@
 """Process reward models: the shared contract and the built-in registrations.
 
-Owns what every PRM backend agrees on (DESIGN §3):
+Owns what every PRM backend agrees on:
 
 * ``score(questions, steps_per_candidate, gold_answers=None) -> list[list[float]]`` gives one
   reward in [0, 1] for EVERY step of each candidate (step j scored with steps 0..j as context).
@@ -12,6 +12,10 @@ Owns what every PRM backend agrees on (DESIGN §3):
 * Input checks (same number of questions, candidates and gold answers; every candidate has at
   least one step) and output checks (one finite score in [0, 1] per step), with errors that
   name the broken invariant.
+* ``with_score_last(prm)``: every PRM offers ``score_last``. ``BasePRM`` subclasses have it;
+  any other object with only ``score`` (a third-party or test PRM) is wrapped in
+  ``ScoreLastAdapter``, which derives it as ``score(...)[i][-1]`` with the same checks. So
+  callers (the search, the ``prm-last`` ORM) always call ``score_last`` and never fall back.
 
 The backends themselves live one per file: ``prm_judge`` (``judge``, the demo default),
 ``prm_rollout`` (``mc-rollout``), ``prm_simple`` (``outcome`` and ``random`` for ablations)
@@ -26,6 +30,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sphere_core.backends.registry import register_prm
 from sphere_core.config import SphereConfig
@@ -178,13 +183,46 @@ class BasePRM:
     def _score_last(
         self, questions: list[str], steps: list[list[str]], golds: list[str | None]
     ) -> list[float]:
-        return [s[-1] for s in self._score(questions, steps, golds)]
+        return [s[-1] for s in check_scores(self.label, steps, self._score(questions, steps, golds))]
+
+    def clear_cache(self) -> None:
+        """Forget memoised scores (benchmarks start cold with this)."""
+        with self._memo_lock:
+            self._memo.clear()
 
     def _remember(self, key: tuple, value: float) -> None:
         self._memo[key] = value
         self._memo.move_to_end(key)
         while len(self._memo) > self.memo_size:
             self._memo.popitem(last=False)
+
+
+class ScoreLastAdapter(BasePRM):
+    """A PRM that has only ``score``, given ``score_last`` (and BasePRM's checks) on top.
+
+    Nothing is memoised: the wrapped PRM may not be deterministic.
+    """
+
+    memo_size = 0
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        if not callable(getattr(inner, "score", None)):
+            raise BackendError(f"{type(inner).__name__} is not a PRM: it has no score() method")
+        self.inner = inner
+        self.name = str(getattr(inner, "name", type(inner).__name__))
+        self.needs_gold = bool(getattr(inner, "needs_gold", False))
+
+    def _score(self, questions, steps, golds):
+        golds_arg = None if all(g is None for g in golds) else golds
+        return self.inner.score(questions, steps, golds_arg)
+
+
+def with_score_last(prm: Any) -> Any:
+    """``prm`` itself when it offers ``score_last``, else a ``ScoreLastAdapter`` around it."""
+    if prm is None:
+        raise BackendError("a PRM is needed here (got None)")
+    return prm if callable(getattr(prm, "score_last", None)) else ScoreLastAdapter(prm)
 
 
 def _as_lists(steps_per_candidate: Candidates) -> list[list[str]]:

@@ -10,13 +10,24 @@ are each the set of their surface variants ("Yes", " Yes", "yes", " yes", "YES",
 the tokenizer encodes as a single token; the probabilities of a set are summed. A tokenizer
 with no single-token variant of either word is a ``BackendError``.
 
-``score_last`` (what the search uses) runs one forward per candidate; ``score`` runs one per
+``score_last`` (what the search uses) needs one prompt per candidate; ``score`` one per
 distinct step prefix, i.e. a candidate with n steps costs n prompts (shared prefixes of
-sibling candidates are scored once). Prompts are batched ``prm.batch_size`` at a time,
-length-sorted, LEFT-padded with explicit position ids (so a padded row computes exactly what
-the unpadded row would) and only the last position's logits are computed. A prompt longer
-than the model's ``max_model_len`` drops its earliest steps (marked "(earlier steps
-omitted)") until it fits; the last step is always kept.
+sibling candidates are scored once). A prompt longer than the model's ``max_model_len``
+drops its earliest steps (marked "(earlier steps omitted)") until it fits; the last step is
+always kept.
+
+Prefix sharing (the default for models whose layers all cache plain keys/values): every
+prompt is tokenized in full and matched at the token level against a prefix key/value cache
+(``prefix_cache.PrefixKVCache``, shared with the ``hf`` generator of the same model, so one
+byte bound covers both). Before the prompts themselves, the prefix common to the whole call
+(system turn, "Problem:") and then the prefix common to each node's candidates (the problem and
+the path up to the last step) are prefilled once, so each candidate feeds only what it adds: its
+last step and the question after it. Each prompt's keys/values are kept, so at the next depth
+a child's prompt reuses its parent's up to the parent's last step. Rows are LEFT-padded with
+explicit position ids and an attention mask over exactly their real tokens, so a padded or
+reused row computes what the unpadded full prompt would (to float rounding: scores equal the
+full re-encode, ``share_prefixes=False``, to about 1e-6). Only the last position's logits
+are computed. Prompts are batched ``prm.batch_size`` at a time, sorted by length.
 
 The model is the ``hf`` generator of ``cfg.prm_model`` from the process-wide cache, so on the
 demo the judge shares the policy's weights instead of loading a second copy.
@@ -30,6 +41,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sphere_core.backends.prefix_cache import (
+    PrefillCounter,
+    PrefixKVCache,
+    default_cache_bytes,
+    even_chunks,
+    kv_geometry,
+    prefill,
+    shared_prefixes,
+    worth_prefilling,
+)
 from sphere_core.backends.prm import BasePRM, prefixes, unflatten
 from sphere_core.config import SphereConfig
 from sphere_core.errors import BackendError
@@ -82,6 +103,8 @@ class JudgePRM(BasePRM):
         *,
         batch_size: int = 16,
         max_len: int = 2048,
+        share_prefixes: bool = True,
+        prefix_cache: PrefixKVCache | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -106,6 +129,15 @@ class JudgePRM(BasePRM):
             if "logits_to_keep" in inspect.signature(model.forward).parameters
             else {}
         )
+        self.geometry = kv_geometry(model) if share_prefixes and self._extra else None
+        self.prefix_cache: PrefixKVCache | None = None
+        self.prefill_counter = PrefillCounter()
+        if self.geometry is not None:
+            self.prefix_cache = prefix_cache or PrefixKVCache(
+                default_cache_bytes(str(next(model.parameters()).device))
+            )
+            if not self.prefix_cache.enabled:
+                self.geometry = None
 
     @classmethod
     def from_config(cls, cfg: SphereConfig, home: Path) -> JudgePRM:
@@ -131,6 +163,7 @@ class JudgePRM(BasePRM):
             lambda messages: gen.apply_chat_template(messages, add_generation_prompt=True),
             batch_size=cfg.prm.batch_size,
             max_len=spec.max_model_len,
+            prefix_cache=getattr(gen, "prefix_cache", None),
         )
 
     # -- BasePRM ---------------------------------------------------------------------
@@ -163,37 +196,80 @@ class JudgePRM(BasePRM):
             f"judge PRM: the problem plus its last step is {len(ids)} tokens, over max_model_len={self.max_len}"
         )
 
+    def clear_cache(self) -> None:
+        """Forget memoised scores and cached prefixes (benchmarks start cold with this)."""
+        super().clear_cache()
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
+
     def _judge(self, questions: list[str], steps: list[list[str]]) -> list[float]:
+        encoded = [self._encode(q, s) for q, s in zip(questions, steps)]
+        if self.geometry is None:
+            return self.judge_full(encoded)
         import torch
 
-        encoded = [self._encode(q, s) for q, s in zip(questions, steps)]
+        device = next(self.model.parameters()).device
+        store = self.prefix_cache
+        groups = [(q, tuple(s[:-1])) for q, s in zip(questions, steps)]
+        out = [0.0] * len(encoded)
+        with torch.inference_mode():
+            for round_ in shared_prefixes(encoded, groups):
+                todo = sorted(worth_prefilling(store, round_), key=len)
+                for chunk in even_chunks(todo, self.batch_size):
+                    self.prefill_counter.add(
+                        prefill(self.model, chunk, pad_id=self.pad_id, device=device,
+                                store=store, geometry=self.geometry)
+                    )
+            # batch prompts with similar uncached tails: padding is computed like real tokens
+            tails = [len(e) - store.cached_length(e, len(e) - 1) for e in encoded]
+            order = sorted(range(len(encoded)), key=lambda i: (tails[i], len(encoded[i])))
+            for idx in even_chunks(order, self.batch_size):
+                pre = self.prefill_counter.add(
+                    prefill(self.model, [encoded[i] for i in idx], pad_id=self.pad_id,
+                            device=device, store=store, geometry=self.geometry)
+                )
+                for i, p in zip(idx, self._rewards(pre.logits)):
+                    out[i] = p
+        return out
+
+    def judge_full(self, encoded: list[list[int]]) -> list[float]:
+        """Rewards of the given prompts, each re-encoded in full (no prefix reuse).
+
+        The reference the prefix-sharing path is tested against, and the path for models
+        whose cache layers cannot be reused.
+        """
+        import torch
+
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         out = [0.0] * len(encoded)
         device = next(self.model.parameters()).device
-        yes = torch.tensor(self.yes_ids, device=device)
-        no = torch.tensor(self.no_ids, device=device)
-        for b in range(0, len(order), self.batch_size):
-            idx = order[b : b + self.batch_size]
+        for idx in even_chunks(order, self.batch_size):
             input_ids, attention, positions = _left_pad(
                 [encoded[i] for i in idx], self.pad_id, device
             )
+            self.prefill_counter.fed_tokens += sum(len(encoded[i]) for i in idx)
+            self.prefill_counter.padded_tokens += int(input_ids.numel())
+            self.prefill_counter.forwards += 1
             with torch.inference_mode():
-                logits = (
-                    self.model(
-                        input_ids=input_ids,
-                        attention_mask=attention,
-                        position_ids=positions,
-                        **self._extra,
-                    )
-                    .logits[:, -1, :]
-                    .float()
-                )
-            margin = torch.logsumexp(logits[:, yes], dim=-1) - torch.logsumexp(
-                logits[:, no], dim=-1
-            )
-            for i, p in zip(idx, torch.sigmoid(margin).tolist()):
-                out[i] = float(p)
+                logits = self.model(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    position_ids=positions,
+                    **self._extra,
+                ).logits[:, -1, :]
+            for i, p in zip(idx, self._rewards(logits)):
+                out[i] = p
         return out
+
+    def _rewards(self, logits) -> list[float]:
+        """P(Yes) / (P(Yes) + P(No)) per row of last-position logits."""
+        import torch
+
+        logits = logits.float()
+        yes = torch.tensor(self.yes_ids, device=logits.device)
+        no = torch.tensor(self.no_ids, device=logits.device)
+        margin = torch.logsumexp(logits[:, yes], dim=-1) - torch.logsumexp(logits[:, no], dim=-1)
+        return [float(p) for p in torch.sigmoid(margin).tolist()]
 
 
 def _left_pad(rows: list[list[int]], pad_id: int, device: Any):

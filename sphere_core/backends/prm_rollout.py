@@ -8,8 +8,9 @@ new tokens, seed ``prm.seed``); the value is the fraction whose final answer (ex
 the completion alone, with the configured grading fallback, so a number in the prefix is never
 mistaken for the rollout's answer) verifies against the gold answer.
 
-A prefix whose last step already holds a final answer is not rolled out: its value is 1.0 or
-0.0 from that answer alone (the ``outcome`` rule; 0.0 when the marker holds no readable answer).
+A prefix whose last step already states a final answer (``grading.extract.has_final_answer``,
+the rule that ends a search path) is not rolled out: its value is 1.0 or 0.0 from that answer
+alone (the ``outcome`` rule).
 
 Gold answers are required. All prefixes of a call (deduplicated) go to ONE ``generate_steps``
 call with ``n=k`` and all texts to ONE grading call. ``score_last`` rolls out only the full
@@ -22,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from sphere_core.backends.prm import BasePRM, prefixes, unflatten
-from sphere_core.backends.prm_simple import final_answer, outcome_rewards
+from sphere_core.backends.prm_simple import outcome_rewards
 from sphere_core.config import GradingConfig, SphereConfig
 from sphere_core.errors import BackendError
+from sphere_core.grading.extract import has_final_answer
 
 
 class RolloutPRM(BasePRM):
@@ -97,7 +99,7 @@ class RolloutPRM(BasePRM):
         self, questions: list[str], prefs: list[list[str]], golds: list[str]
     ) -> list[float]:
         out: list[float | None] = [None] * len(prefs)
-        terminal = [i for i, p in enumerate(prefs) if final_answer(p[-1])[0]]
+        terminal = [i for i, p in enumerate(prefs) if has_final_answer(p[-1])]
         if terminal:
             direct = outcome_rewards(
                 [prefs[i][-1] for i in terminal], [golds[i] for i in terminal], self.grading

@@ -1,12 +1,14 @@
 """Model-free PRMs for the paper's ablations: ``outcome`` and ``random``.
 
-``outcome`` looks only at final answers. A step is *terminal* when it carries a final answer
-marker ("Final Answer:", ``\\boxed{``) or an answer the grader can extract without the
-last-number fallback. Per step:
+``outcome`` looks only at final answers. A step is *terminal* when it states a final answer,
+by the same rule that ends a search path (``grading.extract.has_final_answer``: a paper-format
+"Final Answer: The final answer is ..." sentence or a ``\\boxed{}`` with content, read by the
+strict extractor without the last-number fallback). Per step:
 
 * 1.0 — terminal, and its answer verifies against the gold answer;
-* 0.0 — terminal, and its answer is wrong (or the marker holds no readable answer);
-* 0.5 — not terminal (no information about correctness yet).
+* 0.0 — terminal, and its answer is wrong;
+* 0.5 — not terminal (no information about correctness yet; a bare "Final Answer:" with no
+  readable answer is not terminal either, exactly as the search keeps expanding it).
 
 It needs gold answers. ``random`` gives each step a uniform [0, 1) score from a seed derived
 from ``prm.seed``, the question and the steps up to and including that step (SHA-256), so
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,15 +28,14 @@ from sphere_core.config import GradingConfig, SphereConfig
 NON_TERMINAL = 0.5
 """Outcome reward of a step (or solution) that has no final answer yet."""
 
-FINAL_MARKER_RE = re.compile(r"final\s+answer\s*:|\\boxed\s*\{", re.IGNORECASE)
+def final_answer(text: str) -> str | None:
+    """The final answer ``text`` states (strict extraction, no last-number fallback), or None.
 
-
-def final_answer(text: str) -> tuple[bool, str | None]:
-    """(is_terminal, extracted answer or None) using the strict (no-fallback) extractor."""
+    Not None exactly when ``grading.extract.has_final_answer(text)``.
+    """
     from sphere_core.grading import extract_answer
 
-    answer = extract_answer(text, fallback="none")
-    return (answer is not None or FINAL_MARKER_RE.search(text) is not None), answer
+    return extract_answer(text, fallback="none")
 
 
 def outcome_rewards(
@@ -44,12 +44,12 @@ def outcome_rewards(
     """1.0 / 0.0 for texts with a right / wrong final answer, ``NON_TERMINAL`` otherwise."""
     from sphere_core.grading import get_grader
 
-    found = [final_answer(t) for t in texts]
-    out = [NON_TERMINAL if not terminal else 0.0 for terminal, _ in found]
-    to_check = [i for i, (terminal, answer) in enumerate(found) if terminal and answer is not None]
+    answers = [final_answer(t) for t in texts]
+    out = [NON_TERMINAL] * len(texts)
+    to_check = [i for i, answer in enumerate(answers) if answer is not None]
     if to_check:
         verdicts = get_grader(grading).verify(
-            [found[i][1] for i in to_check], [golds[i] for i in to_check]
+            [answers[i] for i in to_check], [golds[i] for i in to_check]
         )
         for i, ok in zip(to_check, verdicts):
             out[i] = 1.0 if ok else 0.0

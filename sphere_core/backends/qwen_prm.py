@@ -159,7 +159,7 @@ class QwenPRM(BasePRM):
     ) -> QwenPRM:
         from transformers import AutoTokenizer
 
-        from sphere_core.backends.hf import pick_device, pick_dtype
+        from sphere_core.devices import pick_device, pick_dtype
 
         dev = pick_device(device)
         backbone, head = load_transformers(Path(model_dir), dev, pick_dtype(dtype, dev))

@@ -4,7 +4,8 @@ Owns the mapping from the Generator protocol onto ``LLM.generate`` + ``SamplingP
 (one SamplingParams per prompt so each gets its own seed) and from vLLM outputs back to
 ``Step`` (text without the stop string, raw log-probs of every sampled token: vLLM's
 default ``logprobs_mode`` is raw log-probs, matching the ``hf`` backend). vLLM is imported
-lazily; without it the factory raises BackendError with the install hint.
+lazily; without it the factory raises BackendError with the install hint. A
+``spec.adapter`` (a trained LoRA adapter) is served as a vLLM LoRA request on the base weights.
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ class VLLMGenerator(GeneratorBase):
         }
         if spec.dtype != "auto":
             kwargs["dtype"] = spec.dtype
+        self.lora = None
+        if spec.adapter:
+            from sphere_core.backends.adapters import check_adapter_dir, lora_rank
+
+            adapter = check_adapter_dir(spec.adapter)
+            kwargs.update(enable_lora=True, max_lora_rank=max(8, lora_rank(adapter)))
+            self.lora = importlib.import_module("vllm.lora.request").LoRARequest("sphere-adapter", 1, str(adapter))
         try:
             self.llm = vllm.LLM(**kwargs)
         except Exception as err:  # vLLM raises many types (CUDA, OOM, config)
@@ -65,7 +73,7 @@ class VLLMGenerator(GeneratorBase):
             for i in range(len(prompts))
         ]
         with self._lock:
-            outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
+            outputs = self.llm.generate(list(prompts), params, use_tqdm=False, lora_request=self.lora)
         return [[to_step(c, stops, i) for c in out.outputs] for i, out in enumerate(outputs)]
 
 

@@ -18,6 +18,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Records handler exceptions instead of printing them to stderr: a request still being
+    handled after its test ended must not write into the next test's captured output."""
+
+    errors: list[str]
+
+    def handle_error(self, request, client_address) -> None:
+        import traceback
+
+        self.errors.append(traceback.format_exc())
+
+
 class FakeOpenAIServer:
     def __init__(self, generator: Any | None, *, sleep_s: float = 0.0, fail_first: int = 0) -> None:
         self.generator = generator
@@ -25,7 +37,9 @@ class FakeOpenAIServer:
         self.fail_first = fail_first
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.handler_errors: list[str] = []
+        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler())
+        self._httpd.errors = self.handler_errors
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -93,6 +107,8 @@ class FakeOpenAIServer:
                     time.sleep(server.sleep_s)
                 if failing:
                     return self._send(503, {"error": "warming up"})
+                if server.generator is None:  # a "silent" server: the client gave up long ago
+                    return self._send(503, {"error": "no model loaded"})
                 self._send(200, server.complete(body))
 
         return Handler

@@ -1,6 +1,9 @@
-"""hf generator on the real embedded model: stops, log-probs, seeds, chunking, templates."""
+"""hf generator on the real embedded model: stops, log-probs, seeds, chunking, templates,
+incremental detokenization and the inverse-CDF sampler."""
 
 from __future__ import annotations
+
+import itertools
 
 import pytest
 
@@ -8,6 +11,7 @@ from sphere_core.backends.cache import clear_caches, get_generator
 from sphere_core.backends.embedded import EMBEDDED_DIR_NAME, embedded_gguf_path, ensure_converted
 from sphere_core.backends.hf import HFGenerator
 from sphere_core.backends.registry import lookup
+from sphere_core.backends.sampling import StreamText, sample_tokens
 from sphere_core.config import ModelSpec
 from sphere_core.errors import GenerationError
 
@@ -17,7 +21,7 @@ QUESTION = "Natalia sold clips to 48 friends in April and half as many in May. H
 @pytest.fixture(scope="module")
 def gen(session_models_dir) -> HFGenerator:
     model_dir = ensure_converted(embedded_gguf_path(), session_models_dir / EMBEDDED_DIR_NAME)
-    return HFGenerator(model_dir, device="cpu", batch_size=4)
+    return HFGenerator(model_dir, device="cpu", dtype="float32", batch_size=4)  # tolerances are fp32
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +109,7 @@ def test_sequence_logprobs_shapes_and_errors(gen, prompts):
 
 
 def test_registry_and_cache(sphere_home):
-    spec = ModelSpec(path="embedded", device="cpu", batch_size=8)
+    spec = ModelSpec(path="embedded-small", device="cpu", batch_size=8)
     clear_caches()
     first = get_generator(spec, sphere_home)
     assert isinstance(first, HFGenerator) and lookup("generator", "hf")
@@ -114,3 +118,30 @@ def test_registry_and_cache(sphere_home):
     clear_caches()
     assert get_generator(spec, sphere_home) is not first
     clear_caches()
+
+
+def test_incremental_text_equals_full_decode(gen):
+    text = "Total: 48 + 24 = 72 clips. Ünïcödé ✓ 数学 🙂 done.\n\nNext"
+    ids = gen.encode(text)
+    stream, grown = StreamText(gen.tokenizer), []
+    for tok in ids:
+        stream.push(tok)
+        grown.append(stream.text)
+        assert gen.tokenizer.decode(stream.ids).startswith(stream.text)  # never ahead of the truth
+    assert stream.text == stream.full() == gen.tokenizer.decode(ids) == text
+    assert any(a == b for a, b in itertools.pairwise(grown))  # a multi-byte character waits for its last byte
+
+
+def test_inverse_cdf_sampler_respects_top_k_top_p_and_frequencies():
+    import torch
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(20000, 1)
+    g = torch.Generator().manual_seed(0)
+    freq = torch.bincount(sample_tokens(logits, 1.0, 1.0, 0, g), minlength=4).float() / 20000
+    assert freq.tolist() == pytest.approx([0.5, 0.3, 0.15, 0.05], abs=0.015)
+    assert set(sample_tokens(logits, 1.0, 1.0, 2, g).tolist()) == {0, 1}  # top-k 2
+    assert set(sample_tokens(logits, 1.0, 0.7, 0, g).tolist()) == {0, 1}  # 0.5 < 0.7 <= 0.8
+    assert set(sample_tokens(logits, 1.0, 0.5, 0, g).tolist()) == {0}
+    hot = torch.bincount(sample_tokens(logits, 3.0, 1.0, 0, g), minlength=4).float() / 20000
+    assert hot[3] > 0.15  # a high temperature flattens the distribution
+    assert sample_tokens(logits[:2], 0.0, 1.0, 0, g).tolist() == [0, 0]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sphere_core.config import load_config
+from sphere_core.backends.cpu_features import cpu_has_native_bf16
+from sphere_core.config import resolve_config
 from sphere_core.errors import TrainingError
 from sphere_core.schemas import PAIR_COLUMNS
 from sphere_core.training.dpo import load_pairs, train_dpo
@@ -43,9 +44,9 @@ def quick_cfg(**extra: str):
         "training.learning_rate=5e-4", "training.warmup_ratio=0.0", "training.lora_r=8",
         "training.lora_alpha=16", "training.lora_dropout=0.0", "training.max_steps=4",
         "training.per_device_batch_size=2", "training.max_length=128", "training.beta=0.1",
-        "models.policy.device=cpu",
+        "models.policy.device=cpu", "models.policy.path=embedded-small",
     ] + [f"{k}={v}" for k, v in extra.items()]
-    return load_config(overrides=overrides)
+    return resolve_config(overrides=overrides)
 
 
 def test_load_pairs_keeps_only_trl_columns_and_filters_granularity(tmp_path):
@@ -107,7 +108,7 @@ def test_dpo_steps_change_lora_and_lower_loss(tmp_path, sphere_home):
     logged = json.loads((tmp_path / "model" / "train_log.json").read_text())
     assert logged["log_history"] == json.loads(json.dumps(result.log_history, default=str))
     assert result.metrics["n_train"] == 4 and result.metrics["device"] == "cpu"
-    assert result.metrics["bf16"] is False
+    assert result.metrics["bf16"] is cpu_has_native_bf16()  # training.bf16=auto on CPU
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sphere_core.backends.registry import lookup
-from sphere_core.config import load_config
+from sphere_core.config import resolve_config
 from sphere_core.errors import BackendError
 
 Q = "Tom has 3 apples and buys 2 more. How many apples does he have?"
@@ -14,12 +14,12 @@ WRONG = "Final Answer: The final answer is $7$. I hope it is correct."
 
 
 def _orm(kind: str, home, prm=None):
-    cfg = load_config(overrides=[f"orm.kind={kind}"])
+    cfg = resolve_config(overrides=[f"orm.kind={kind}"])
     return lookup("orm", kind)(cfg=cfg, home=home, prm=prm)
 
 
 def test_prm_last_is_the_prm_reward_of_the_last_step(tmp_path):
-    cfg = load_config(overrides=["prm.kind=random"])
+    cfg = resolve_config(overrides=["prm.kind=random"])
     prm = lookup("prm", "random")(cfg=cfg, home=tmp_path)
     orm = _orm("prm-last", tmp_path, prm)
     sols = [["a", "b"], ["a"], ["c", "d", "e"]]

@@ -6,7 +6,7 @@ import pytest
 
 from sphere_core.backends.prm import BasePRM
 from sphere_core.backends.registry import lookup, register_generator
-from sphere_core.config import load_config
+from sphere_core.config import resolve_config
 from sphere_core.errors import BackendError
 from sphere_core.schemas import Step
 
@@ -16,7 +16,8 @@ WRONG = "Final Answer: The final answer is $7$. I hope it is correct."
 
 
 def _prm(kind: str, home, *overrides: str):
-    cfg = load_config(overrides=[f"prm.kind={kind}", *overrides])
+    cfg = resolve_config(overrides=[f"prm.kind={kind}", "models.policy.path=embedded-small",
+                                    "models.policy.dtype=float32", *overrides])  # tolerances are fp32
     return lookup("prm", kind)(cfg=cfg, home=home)
 
 
@@ -89,8 +90,9 @@ def test_outcome_scores_final_answers_only(tmp_path):
         ["Final Answer:"],
     ]
     scores = prm.score([Q] * len(cands), cands, ["5"] * len(cands))
-    assert scores == [[0.5, 1.0], [0.5, 0.0], [0.5], [1.0], [0.0]]
-    assert prm.score_last([Q] * len(cands), cands, ["5"] * len(cands)) == [1.0, 0.0, 0.5, 1.0, 0.0]
+    # a bare "Final Answer:" states no answer: not terminal, as in the search (has_final_answer)
+    assert scores == [[0.5, 1.0], [0.5, 0.0], [0.5], [1.0], [0.5]]
+    assert prm.score_last([Q] * len(cands), cands, ["5"] * len(cands)) == [1.0, 0.0, 0.5, 1.0, 0.5]
 
 
 def test_outcome_needs_gold_answers(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sphere_core.backends.registry import lookup
-from sphere_core.config import load_config
+from sphere_core.config import resolve_config
 from sphere_core.errors import BackendError, ModelLoadError
 from tests.unit.tiny_models import save_tiny_qwen_prm, tiny_llama, tiny_tokenizer
 
@@ -33,8 +33,9 @@ def checkpoint(tmp_path_factory):
 
 
 def _prm(path, home, **prm):
-    cfg = load_config(
-        overrides=["prm.kind=qwen-prm", f"prm.model.path={path}", "prm.batch_size=2"]
+    cfg = resolve_config(
+        overrides=["prm.kind=qwen-prm", f"prm.model.path={path}", "prm.model.dtype=float32",
+                   "prm.batch_size=2"]
         + [f"prm.{k}={v}" for k, v in prm.items()]
     )
     return lookup("prm", "qwen-prm")(cfg=cfg, home=home)
@@ -100,7 +101,7 @@ def test_non_qwen2_checkpoint_is_rejected(tmp_path):
 
 def test_unsupported_backend_and_missing_vllm_are_backend_errors(checkpoint, tmp_path):
     path, *_ = checkpoint
-    cfg = load_config(
+    cfg = resolve_config(
         overrides=[
             "prm.kind=qwen-prm",
             f"prm.model.path={path}",
@@ -112,7 +113,7 @@ def test_unsupported_backend_and_missing_vllm_are_backend_errors(checkpoint, tmp
     try:
         import vllm  # noqa: F401
     except ImportError:
-        cfg = load_config(
+        cfg = resolve_config(
             overrides=["prm.kind=qwen-prm", f"prm.model.path={path}", "prm.model.backend=vllm"]
         )
         with pytest.raises(BackendError, match="needs vLLM"):
@@ -124,7 +125,7 @@ def test_vllm_and_transformers_paths_agree(checkpoint, tmp_path):
     pytest.importorskip("vllm")
     path, *_ = checkpoint
     hf = _prm(path, tmp_path)
-    cfg = load_config(
+    cfg = resolve_config(
         overrides=[
             "prm.kind=qwen-prm",
             f"prm.model.path={path}",
