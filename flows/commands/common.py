@@ -1,7 +1,9 @@
-"""Options shared by CLI commands and the config-resolution helper.
+"""Options shared by CLI commands, the consoles, the run a command is working on, and the
+config-resolution helper.
 
 Command modules import heavy libraries (torch, prefect) inside their functions so that
-``sphere --help`` stays fast.
+``sphere --help`` stays fast. ``console`` (stderr) is for messages and progress, ``out``
+(stdout) for results only.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from sphere_core.config import SphereConfig, load_config
+from sphere_core.config import resolve_config  # noqa: F401  (the one resolver, re-exported for commands)
 
 console = Console(stderr=True)
 out = Console()
@@ -29,6 +31,23 @@ SetOpt = Annotated[
 ]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Output format: table | json | csv.")]
 
+_current_run: str | None = None
 
-def resolve_config(preset: str | None, config: Path | None, overrides: list[str] | None) -> SphereConfig:
-    return load_config(preset=preset, config_file=config, overrides=list(overrides or []))
+
+def announce_run(run_id: str) -> None:
+    """Print ``run id: RUN_ID`` on stdout and remember it: if the command is interrupted or
+    terminated, its one-line message says how to continue the run (``sphere resume``)."""
+    global _current_run
+    _current_run = run_id
+    out.print(f"run id: {run_id}", markup=False, highlight=False)
+
+
+def current_run() -> str | None:
+    """The run id announced by the command in progress, if any."""
+    return _current_run
+
+
+def forget_run() -> None:
+    """Clear the announced run (the CLI does, before each command)."""
+    global _current_run
+    _current_run = None

@@ -22,7 +22,12 @@ FileArg = Annotated[
 ]
 OutOpt = Annotated[
     Path | None,
-    typer.Option("--out", "-o", help="Output dir (default $SPHERE_HOME/ingest/<stem>/)."),
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output dir (default $SPHERE_HOME/ingest/<stem>/, or <stem>-<hash>/ when another "
+        "input file with the same name already owns that one).",
+    ),
 ]
 JsonFormatOpt = Annotated[str, typer.Option("--format", "-f", help="Output format: table | json.")]
 
@@ -49,19 +54,23 @@ def ingest(
     """Validate a question file: write accepted questions and rejected rows (with reasons)."""
     from sphere_core.data.ingest import default_ingest_dir, ingest_file, write_ingest
     from sphere_core.errors import InputDataError
-    from sphere_core.paths import sphere_home
+    from sphere_core.paths import sphere_home, writable_dir
 
     _check_format(fmt)
     cfg = resolve_config(preset, config, set_)
     source = file or cfg.data.path
+    target = writable_dir(out_dir, "--out") if out_dir else None  # fail before the work
     result = ingest_file(source, cfg.data)
     home = sphere_home(cfg.storage.home)
-    paths = write_ingest(result, out_dir or default_ingest_dir(home, source))
+    paths = write_ingest(result, target or default_ingest_dir(home, source))
     summary = {
         "accepted": result.stats["accepted"],
         "rejected": result.stats["rejected"],
         "duplicates": result.stats["duplicates"],
+        "duplicate_source_ids": result.stats["duplicate_source_ids"],
         "total_rows": result.stats["total_rows"],
+        "source": result.stats["source"],
+        "out_dir": str(paths["questions_file"].parent),
         "questions_file": str(paths["questions_file"]),
         "rejects_file": str(paths["rejects_file"]),
     }
@@ -81,10 +90,13 @@ def _ingest_table(source: str, summary: dict[str, Any], rejects, rejects_jsonl: 
 
     table = Table(title=f"ingest {source}", show_header=False)
     for key in (
+        "source",
         "total_rows",
         "accepted",
         "rejected",
         "duplicates",
+        "duplicate_source_ids",
+        "out_dir",
         "questions_file",
         "rejects_file",
     ):
@@ -118,14 +130,17 @@ def grade(
 
     from sphere_core.errors import GradingError
     from sphere_core.grading import get_grader, grade_file
+    from sphere_core.paths import writable_dir
 
     _check_format(fmt)
     cfg = resolve_config(preset, config, set_)
+    if output is not None:  # a graded file: its folder must be writable (one-line error, exit 3)
+        writable_dir(output.parent, "--out folder")
     grader = get_grader(cfg.grading)  # process-wide; its workers stop at exit
     with Progress(console=console, transient=True, disable=fmt == "json") as bar:
         task = bar.add_task("grading", total=None)
         result = grade_file(file, grader, output, progress=lambda n: bar.advance(task, n))
-    summary = result.summary()
+    summary = {**result.summary(), "timeout_s": grader.timeout_s}
     if fmt == "json":
         _print_json(summary)
     else:
@@ -136,7 +151,8 @@ def grade(
         acc = "n/a" if result.accuracy is None else f"{result.accuracy:.1%}"
         out.print(
             f"accuracy {acc} ({result.correct}/{result.graded} graded; {len(result.errors)} errors, "
-            f"{result.timeouts} timeouts) -> {result.graded_file}"
+            f"{result.timeouts} timed out after {grader.timeout_s:g}s each; "
+            f"{result.elapsed_s:.1f}s elapsed) -> {result.graded_file}"
         )
     if result.graded == 0:
         raise GradingError(f"{file}: no gradable rows ({len(result.errors)} errors)")

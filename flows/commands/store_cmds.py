@@ -21,7 +21,8 @@ DbUrlOpt = Annotated[
     typer.Option("--database-url", help="Database URL (default: $SPHERE_DATABASE_URL, else SQLite in $SPHERE_HOME)."),
 ]
 FORMATS = ("table", "json", "csv")
-_NO_WRAP = {"run_id", "question_id", "stage", "decision", "kind", "status", "correct", "rewards"}
+_NO_WRAP = {"run_id", "question_id", "stage", "decision", "kind", "status", "correct", "rewards",
+            "round", "progress"}
 
 db_app = typer.Typer(help="Manage the metadata database (migrations).", no_args_is_help=True)
 
@@ -81,6 +82,12 @@ def _cell(key: str, row: dict) -> str:
     return str(value)
 
 
+def _run_cell(key: str, row: dict) -> str:
+    if key == "progress":  # the round reached of the rounds planned, e.g. "2/3"
+        return _pair(row, "round", "rounds")
+    return _cell(key, row)
+
+
 def _pair(row: dict, a: str, b: str, fmt: Any = str) -> str:
     vals = [row.get(a), row.get(b)]
     return "/".join("-" if v is None else fmt(v) for v in vals)
@@ -101,44 +108,48 @@ def runs(
     fmt: FormatOpt = "table",
     database_url: DbUrlOpt = None,
 ) -> None:
-    """List runs, newest first (id, kind, status, error, created, updated)."""
+    """List runs, newest first (id, kind, status, round reached/planned, error, created, updated)."""
     _check_format(fmt)
     with _repo(database_url) as repo:
         rows = repo.list_runs(limit=limit)
-    columns = [("run_id", "run"), ("kind", "kind"), ("status", "status"), ("error", "error"),
-               ("created_at", "created (UTC)"), ("updated_at", "updated (UTC)")]
+    columns = [("run_id", "run"), ("kind", "kind"), ("status", "status"), ("progress", "round"),
+               ("error", "error"), ("created_at", "created (UTC)"), ("updated_at", "updated (UTC)")]
     if fmt == "table" and not rows:
         typer.echo("no runs recorded", err=True)
         return
-    _emit(rows, fmt, columns, title=f"runs ({len(rows)})")
+    _emit(rows, fmt, columns, title=f"runs ({len(rows)})", cell=_run_cell)
 
 
 def routes(
     run: Annotated[str | None, typer.Option("--run", "-r", help="Every routing event of this run.")] = None,
-    question: Annotated[str | None, typer.Option("--question", "-q", help="A question's history across runs.")] = None,
+    question: Annotated[str | None, typer.Option("--question", "-q", help="A question's history across runs and rounds.")] = None,
+    round_: Annotated[int | None, typer.Option("--round", min=1, help="With --run: only this self-evolution round.")] = None,
     fmt: FormatOpt = "table",
     database_url: DbUrlOpt = None,
 ) -> None:
     """Where questions were routed, why, and the evidence (answers, correctness, rewards)."""
-    from sphere_core.errors import RunNotFoundError, StoreError
+    from sphere_core.errors import NotFoundError, RunNotFoundError
 
     _check_format(fmt)
     if (run is None) == (question is None):
         raise click.UsageError("give exactly one of --run ID or --question QID")
+    if round_ is not None and run is None:
+        raise click.UsageError("--round goes with --run ID")
     with _repo(database_url) as repo:
         if run is not None:
             if repo.get_run(run) is None:
                 raise RunNotFoundError(f"unknown run {run!r} in {repo.url}")
-            rows = repo.routes_for_run(run)
+            rows = repo.routes_for_run(run, round=round_)
             first = ("question_id", "question")
-            title = f"routing of run {run} ({len(rows)} events)"
+            which = f" round {round_}" if round_ is not None else ""
+            title = f"routing of run {run}{which} ({len(rows)} events)"
         else:
             rows = repo.routes_for_question(question)
             if not rows and repo.get_question(question) is None:
-                raise StoreError(f"unknown question {question!r} in {repo.url}")
+                raise NotFoundError(f"unknown question {question!r} in {repo.url}")
             first = ("run_id", "run")
             title = f"history of question {question} ({len(rows)} events)"
-    columns = [first, ("stage", "stage"), ("decision", "decision"), ("reason", "reason"),
+    columns = [first, ("round", "round"), ("stage", "stage"), ("decision", "decision"), ("reason", "reason"),
                ("answers", "answers max/min"), ("correct", "correct"),
                ("rewards", "rewards"), ("error", "error"), ("created_at", "time (UTC)")]
     _emit(rows, fmt, columns, title=title, cell=_route_cell)

@@ -1,8 +1,9 @@
 """`sphere train | evaluate | report`: run the train/evaluate/report flows from the command line.
 
 The config of a run starts from the one stored with the run (when the store has a record),
-then the CLI preset, ``--config`` and ``--set`` apply on top. Flows run on the local
-ephemeral Prefect API unless ``PREFECT_API_URL`` points at a server.
+then the CLI preset, ``--config`` and ``--set`` apply on top (one resolver,
+``sphere_core.config.resolve_config``). Flows run on the local ephemeral Prefect API unless
+``PREFECT_API_URL`` points at a server.
 """
 
 from __future__ import annotations
@@ -15,73 +16,69 @@ import typer
 from flows.commands.common import ConfigOpt, PresetOpt, SetOpt, out
 
 RunOpt = Annotated[str | None, typer.Option("--run", help="Run id (see `sphere runs`).")]
+RoundOpt = Annotated[int, typer.Option("--round", min=1, help="Round of a multi-round run.")]
 BENCH_HELP = "Comma-separated: gsm8k,math500,aime24,aime22_24,amc23,olympiadbench (default: config)."
 
 
 def run_config(run_id: str | None, preset: str | None, config: Path | None, overrides: list[str] | None):
-    """Stored run config (if any) -> preset -> YAML file -> --set, validated."""
-    import yaml
+    """The stored run config (if any) -> preset -> YAML file -> --set, validated once."""
+    from flows.common import flow_run_id, home_for
+    from sphere_core.config import resolve_config
+    from sphere_core.storage.run_records import open_store
 
-    from flows.common import home_for, repository
-    from sphere_core.config import PRESETS, apply_override, deep_merge, load_config, validate
-    from sphere_core.errors import ConfigError
-
-    cli_cfg = load_config(preset, config, list(overrides or []))  # validates the CLI parts early
-    tree: dict[str, Any] = {}
+    cli_cfg = resolve_config(preset, config, overrides)  # validates the CLI parts early
+    base = None
     if run_id:
-        with repository(cli_cfg, home_for(cli_cfg)) as repo:
-            record = repo.get_run(run_id)
-        if record and record.get("config"):
-            tree = record["config"]
-    if preset:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-        tree = deep_merge(tree, PRESETS[preset])
-    if config:
-        tree = deep_merge(tree, yaml.safe_load(Path(config).read_text()) or {})
-    for assignment in overrides or []:
-        tree = apply_override(tree, assignment)
-    return validate(tree)
+        with open_store(cli_cfg, home_for(cli_cfg)) as repo:
+            record = repo.get_run(flow_run_id(run_id))
+        base = (record or {}).get("config") or None
+    return resolve_config(preset, config, overrides, base=base) if base else cli_cfg
 
 
 def train(run: Annotated[str, typer.Option("--run", help="Run id whose pairs to train on.")],
-          preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+          round: RoundOpt = 1, preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """DPO-train a LoRA adapter on a run's preference pairs (runs/<id>/model/)."""
+    from flows.progress import ProgressDisplay
     from flows.train import train_flow
 
     cfg = run_config(run, preset, config, set_)
-    result = train_flow(run_id=run, config=cfg.to_dict())
-    metrics = result.get("metrics", {})
-    out.print(f"adapter: {result['adapter_path']}", markup=False, highlight=False)
-    if result.get("merged_path"):
-        out.print(f"merged model: {result['merged_path']}", markup=False, highlight=False)
-    shown = {k: metrics[k] for k in ("n_train", "n_eval", "train_loss", "best_eval_loss") if k in metrics}
+    with ProgressDisplay():
+        result = train_flow(run_id=run, config=cfg, round=round)
+    out.print(f"adapter: {result.adapter_path}", markup=False, highlight=False)
+    if result.merged_path:
+        out.print(f"merged model: {result.merged_path}", markup=False, highlight=False)
+    shown = {k: result.metrics[k] for k in ("n_train", "n_eval", "train_loss", "best_eval_loss") if k in result.metrics}
     out.print(f"metrics: {shown}", markup=False, highlight=False)
 
 
 def evaluate(
     run: RunOpt = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model dir, .gguf, 'embedded' or a LoRA adapter dir.")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Model dir, .gguf, 'embedded', 'embedded-small' or a LoRA adapter dir.")] = None,
     benchmarks: Annotated[str | None, typer.Option("--benchmarks", "-b", help=BENCH_HELP)] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", help="First N questions per benchmark.")] = None,
     benchmark_file: Annotated[Path | None, typer.Option("--benchmark-file", help="Own question file (jsonl/csv/parquet).")] = None,
+    round: RoundOpt = 1,
     preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
     """Pass@1 and two-turn self-correction: base vs trained (--run) or one model (--model)."""
     from flows.evaluate import evaluate_flow
+    from flows.progress import ProgressDisplay
     from sphere_core.errors import EvaluationError
 
     if not run and not model:
         raise EvaluationError("give --run ID (base vs trained) or --model PATH")
-    cfg = run_config(run, preset, config, set_)
-    names = [b.strip() for b in benchmarks.split(",") if b.strip()] if benchmarks else None
-    result = evaluate_flow(run_id=run, config=cfg.to_dict(), model_path=model, benchmarks=names,
-                           limit=limit, benchmark_file=str(benchmark_file) if benchmark_file else None)
-    print_summary(result["summary"])
-    out.print(f"per-item outputs: {result['out_dir']}", markup=False, highlight=False)
+    names = [b.strip() for b in benchmarks.split(",") if b.strip()] if benchmarks else []
+    overrides = list(set_ or []) + ([f"evaluation.benchmarks=[{', '.join(names)}]"] if names else [])
+    cfg = run_config(run, preset, config, overrides)  # benchmark names are validated here
+    with ProgressDisplay():
+        result = evaluate_flow(run_id=run, config=cfg, model_path=model, limit=limit,
+                               benchmark_file=str(benchmark_file) if benchmark_file else None, round=round)
+    print_evaluation(result.rows)
+    out.print(f"per-item outputs: {result.out_dir}", markup=False, highlight=False)
 
 
-def print_summary(rows: list[dict]) -> None:
+def print_evaluation(rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="Evaluation")
@@ -104,8 +101,8 @@ def report(run: Annotated[str, typer.Option("--run", help="Run id to report on."
     from flows.report import report_flow
 
     cfg = run_config(run, preset, config, set_)
-    result = report_flow(run_id=run, config=cfg.to_dict())
-    out.print(f"report: {result['path']}", markup=False, highlight=False)
+    result = report_flow(run_id=run, config=cfg)
+    out.print(f"report: {result.path}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
