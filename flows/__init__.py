@@ -1,7 +1,5 @@
 """Prefect flows and the ``sphere`` CLI.
 
-Importing this package applies SPHERE's offline-safe Prefect defaults (environment
-variables only, user settings win) before any flow module imports prefect.
+Importing this package has no side effects; a process that runs flows calls
+``flows.prefect_env.configure_prefect_env`` before importing prefect (the CLI does).
 """
-
-from flows import prefect_env as _prefect_env  # noqa: F401

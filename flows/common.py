@@ -1,13 +1,11 @@
-"""Helpers shared by the flows: config from flow parameters, run ids, the run record
-lifecycle (running -> completed | failed with the error), the task runner from config, and
-the run plan file that progress displays poll.
+"""Helpers shared by the flows: the typed config from flow parameters, run ids, the run record
+lifecycle (running -> completed | failed | cancelled) and the task runner from config.
 
-Owns nothing about stages themselves (tasks/ and sphere_core/ do).
+Owns nothing about stages or storage (``sphere_core`` does).
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,11 +13,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sphere_core.config import PRESETS, SphereConfig, apply_override, deep_merge, validate
+from sphere_core.config import SphereConfig, resolve_config
 from sphere_core.errors import ConfigError
-from sphere_core.paths import run_dir, sphere_home
-
-PLAN_FILE = "_plan.json"
+from sphere_core.paths import sphere_home, validate_name
+from sphere_core.storage.run_records import open_store
 
 
 def new_run_id() -> str:
@@ -27,31 +24,26 @@ def new_run_id() -> str:
     return f"run-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def resolve_flow_config(
-    config: dict[str, Any] | None = None,
-    preset: str | None = None,
-    overrides: list[str] | None = None,
-) -> SphereConfig:
-    """Flow parameters -> config: preset, then the ``config`` dict on top, then overrides."""
-    if preset and preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    tree = deep_merge(PRESETS[preset] if preset else {}, config or {})
-    for assignment in overrides or []:
-        tree = apply_override(tree, assignment)
-    return validate(tree)
+def flow_config(config: SphereConfig | dict[str, Any] | None = None, preset: str | None = None,
+                overrides: list[str] | None = None) -> SphereConfig:
+    """The typed config of a flow: passed through when a parent flow (or the CLI) already
+    resolved it; resolved once here from deployment parameters otherwise."""
+    if isinstance(config, SphereConfig) and not preset and not overrides:
+        return config
+    if isinstance(config, SphereConfig):
+        config = config.to_dict()
+    return resolve_config(preset, config, overrides)
+
+
+def flow_run_id(run_id: str | None) -> str:
+    """The given run id (validated: it becomes a directory name) or a new one."""
+    return validate_name(run_id, "run id") if run_id is not None else new_run_id()
 
 
 def home_for(cfg: SphereConfig) -> Path:
-    home = sphere_home(cfg.storage.home)
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+    from sphere_core.paths import writable_dir
 
-
-def repository(cfg: SphereConfig, home: Path) -> Any:
-    """The metadata store of ``cfg`` (a context manager: closes its engine on exit)."""
-    from sphere_core.storage.repo import open_repository
-
-    return open_repository(cfg.storage.database_url, home)
+    return writable_dir(sphere_home(cfg.storage.home), "SPHERE_HOME")
 
 
 def current_flow_run_id() -> str | None:
@@ -61,27 +53,61 @@ def current_flow_run_id() -> str | None:
     return str(run) if run else None
 
 
+class RunRecord:
+    """The store record of a run while a flow drives it (see :func:`tracked_run`)."""
+
+    def __init__(self, cfg: SphereConfig, run_id: str, home: Path):
+        self.cfg, self.run_id, self.home = cfg, run_id, home
+        self.status = "running"
+
+    def set(self, status: str, error: str | None = None, **fields: Any) -> None:
+        with open_store(self.cfg, self.home) as repo:
+            repo.set_run_status(self.run_id, status, error=error, **fields)
+        self.status = status
+
+    def complete(self) -> None:
+        """Mark the run completed now (work after this, e.g. the report, sees the final status)."""
+        if self.status != "completed":
+            self.set("completed")
+
+    def reached_round(self, round: int) -> None:
+        with open_store(self.cfg, self.home) as repo:
+            repo.set_run_round(self.run_id, round)
+
+
 @contextmanager
-def tracked_run(cfg: SphereConfig, run_id: str, home: Path, kind: str) -> Iterator[None]:
-    """Record the run (idempotent), mark it running, then completed or failed with the error."""
-    flow_run_id = current_flow_run_id()
-    with repository(cfg, home) as repo:
-        repo.create_run(run_id, cfg.to_dict(), cfg.config_hash(), kind=kind, flow_run_id=flow_run_id)
-        repo.set_run_status(run_id, "running", flow_run_id=flow_run_id)
+def tracked_run(cfg: SphereConfig, run_id: str, home: Path, kind: str, rounds: int = 1) -> Iterator[RunRecord]:
+    """Record the run (idempotent) and mark it running; then completed, or failed with the error,
+    or cancelled when interrupted (SIGINT/SIGTERM: ``sphere resume`` continues it)."""
+    flow_run = current_flow_run_id()
+    with open_store(cfg, home) as repo:
+        repo.create_run(run_id, cfg.to_dict(), cfg.config_hash(), kind=kind, flow_run_id=flow_run, rounds=rounds)
+        repo.update_run_config(run_id, cfg.to_dict(), cfg.config_hash(), rounds=rounds)
+        repo.set_run_status(run_id, "running", flow_run_id=flow_run)
+    record = RunRecord(cfg, run_id, home)
     try:
-        yield
+        yield record
     except BaseException as exc:
-        with repository(cfg, home) as repo:
-            repo.set_run_status(run_id, "failed", error=describe_error(exc))
+        record.set("cancelled" if is_interruption(exc) else "failed", error=describe_error(exc))
         raise
-    with repository(cfg, home) as repo:
-        repo.set_run_status(run_id, "completed")
+    record.complete()
+
+
+def is_interruption(exc: BaseException) -> bool:
+    """SIGINT/SIGTERM (ours, or Prefect's TerminationSignal inside a flow run): resumable."""
+    from prefect.exceptions import TerminationSignal
+
+    return isinstance(exc, (KeyboardInterrupt, SystemExit, TerminationSignal))
 
 
 def describe_error(exc: BaseException) -> str:
     """One line for the run record: the type and message of the root user-facing error."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
+    if is_interruption(exc):
+        from sphere_core.errors import Terminated
+
+        if isinstance(exc, Terminated) or type(exc).__name__ == "TerminationSignal":
+            return "terminated (SIGTERM)"
+        return "interrupted (SIGINT)" if isinstance(exc, KeyboardInterrupt) else f"interrupted ({type(exc).__name__})"
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
@@ -100,20 +126,3 @@ def make_task_runner(cfg: SphereConfig):
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=orch.max_workers)
-
-
-def write_plan(home: Path, run_id: str, plan: dict[str, Any]) -> None:
-    """Record which artifact keys and how many shards this run expects (read by progress UIs)."""
-    path = run_dir(home, run_id) / PLAN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(plan, indent=2))
-    tmp.replace(path)
-
-
-def read_plan(home: Path, run_id: str) -> dict[str, Any] | None:
-    path = run_dir(home, run_id) / PLAN_FILE
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None

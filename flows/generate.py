@@ -1,127 +1,154 @@
-"""The ``generate`` flow (DESIGN §1): ingest -> per shard: stage1 -> (stage2 | stage3 on the
-shard's routed questions) -> assemble pairs -> materialise runs/<run_id>/ + routing events in
-the store -> Prefect artifacts (routing counts, rejected inputs, markdown summary).
+"""The ``generate`` flow: ingest -> every selected stage per shard (in stage order, a stage's
+shard waiting for its upstream stage's shard) -> pairs -> run view + store -> Prefect artifacts.
 
 One task per stage per shard (``stage1-shard-00003``), retries from ``cfg.orchestration``.
-Artifact keys chain (stage key includes its input keys), so changing one stage's config
-recomputes that stage and what is downstream only; finished shards are always skipped.
+Artifact keys chain (``sphere_core.storage.run_outputs.plan_run``), so changing one stage's
+config recomputes that stage and what is downstream only; finished shards are always reused.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 
-from flows import prefect_env  # noqa: F401  (offline-safe Prefect settings before prefect)
-from flows.common import (
-    home_for,
-    make_task_runner,
-    new_run_id,
-    resolve_flow_config,
-    tracked_run,
-    write_plan,
-)
+from flows.common import flow_config, flow_run_id, home_for, make_task_runner, tracked_run
+from sphere_core import progress
 from sphere_core.config import SphereConfig
-from sphere_core.storage.artifacts import ArtifactStore, artifact_key
-from tasks.common import REJECTS, SEARCH_STAGES, stage_config, task_options
+from sphere_core.results import GenerateResult
+from sphere_core.storage.run_outputs import RunView, plan_run
+from tasks.common import task_options
 from tasks.generate_tasks import finalize_task, ingest_task, pairs_task, stage_task
 
 
-def plan_keys(cfg_dict: dict[str, Any], questions_key: str) -> tuple[dict[str, str], str]:
-    """Artifact keys of the search stages that run, and of the pairs (pure, cheap)."""
-    stages = [s for s in SEARCH_STAGES if s in cfg_dict["routing"]["stages"]]
-    keys = {"stage1": artifact_key("stage1", stage_config("stage1", cfg_dict), [questions_key])}
-    for stage in stages[1:]:
-        keys[stage] = artifact_key(stage, stage_config(stage, cfg_dict), [keys["stage1"]])
-    pairs_key = artifact_key("pairs", stage_config("pairs", cfg_dict), [questions_key, *keys.values()])
-    return keys, pairs_key
-
-
-@flow(name="generate", description="Ingest -> pruned search (3 stages) -> routing -> preference pairs.")
+@flow(name="generate", description="Ingest -> pruned search (stages) -> routing -> preference pairs.")
 def generate_flow(
     run_id: str | None = None,
-    config: dict[str, Any] | None = None,
+    config: SphereConfig | dict[str, Any] | None = None,
     preset: str | None = None,
     overrides: list[str] | None = None,
     track_run: bool = True,
-) -> dict[str, Any]:
+    round: int = 1,
+) -> GenerateResult:
     """Generate preference pairs for ``run_id`` (new id if None); re-running a run id resumes.
 
-    ``config`` is a (partial) config dict applied over ``preset``; ``overrides`` are
-    ``dotted.key=value`` strings. ``track_run=False`` when a parent flow owns the run record.
+    ``config`` is a typed config (from a parent flow or the CLI) or a partial config dict applied
+    over ``preset`` (deployments); ``overrides`` are ``dotted.key=value`` strings.
+    ``track_run=False`` when a parent flow owns the run record.
     """
-    cfg = resolve_flow_config(config, preset, overrides)
-    run_id = run_id or new_run_id()
+    cfg = flow_config(config, preset, overrides)
+    run_id = flow_run_id(run_id)
     home = home_for(cfg)
     if not track_run:
-        return _generate(cfg, run_id, home)
+        return generate_round(cfg, run_id, home, round)
     with tracked_run(cfg, run_id, home, kind="generate"):
-        return _generate(cfg, run_id, home)
+        return generate_round(cfg, run_id, home, round)
 
 
-def _generate(cfg: SphereConfig, run_id: str, home: Path) -> dict[str, Any]:
-    cfg_dict = cfg.to_dict()
-    opts = task_options(cfg_dict, home)
-    ingest = ingest_task.with_options(**opts)(cfg_dict, str(home))
-    qkey, n_shards = ingest["key"], ingest["n_shards"]
-    keys, pairs_key = plan_keys(cfg_dict, qkey)
-    write_plan(home, run_id, {"ingest_key": qkey, "n_shards": n_shards, "stages": keys, "pairs_key": pairs_key})
+def generate_round(cfg: SphereConfig, run_id: str, home: Path, round: int = 1) -> GenerateResult:
+    """One round of generation for ``run_id`` (the body of the flow, also called per round)."""
+    from sphere_core.stages import stages_for
+
+    started, log = time.perf_counter(), _logger()
+    warnings = [w for stage in stages_for(cfg.routing.stages) for w in stage.warnings(cfg)]
+    for warning in warnings:
+        log.warning(warning)
+    opts = task_options(cfg, home)
+    qkey, n_shards, n_questions, n_rejected = ingest_task.with_options(**opts)(cfg, str(home))
+    progress.emit("stage", f"ingest: {n_questions} questions in {n_shards} shard(s), {n_rejected} rejected rows",
+                  stage="ingest", done=n_questions, total=n_questions)
+    plan = plan_run(cfg, qkey, n_shards, round)
 
     stage = stage_task.with_options(**opts)
-    futures = []
+    futures: dict[tuple[str, int], Any] = {}
     with make_task_runner(cfg) as runner:
         for shard in range(n_shards):
-            common = {"config": cfg_dict, "home": str(home), "run_id": run_id, "shard": shard, "questions_key": qkey}
-            first = runner.submit(stage, {**common, "stage": "stage1", "key": keys["stage1"], "upstream_key": None})
-            futures.append(first)
-            for name in list(keys)[1:]:
-                params = {**common, "stage": name, "key": keys[name], "upstream_key": keys["stage1"]}
-                futures.append(runner.submit(stage, params, wait_for=[first]))
-        wait(futures)
-        for future in futures:  # every shard has finished; now surface the first failure
-            future.result()
+            for s in stages_for(cfg.routing.stages):
+                upstream = [futures[(s.consumes.stage, shard)]] if s.consumes else []
+                params = {"stage": s.name, "cfg": cfg, "home": str(home), "run_id": run_id,
+                          "plan": plan, "shard": shard}
+                futures[(s.name, shard)] = runner.submit(stage, params, wait_for=upstream)
+        wait(list(futures.values()))
+        infos = [f.result() for f in futures.values()]  # every shard finished; now surface failures
 
-    pairs_task.with_options(**opts)(cfg_dict, str(home), run_id, pairs_key, qkey, keys)
-    summary = finalize_task.with_options(**opts)(cfg_dict, str(home), run_id, qkey, keys, pairs_key)
-    summary.update(run_id=run_id, artifact_keys={"questions": qkey, **keys, "pairs": pairs_key})
-    publish_artifacts(summary, ArtifactStore(home), qkey)
-    return summary
+    search: dict[str, float] = {}
+    for info in infos:
+        for k, v in info.search.items():
+            search[k] = search.get(k, 0) + v
+    pairs = pairs_task.with_options(**opts)(cfg, str(home), run_id, plan)
+    counts = _routing_counts(infos)
+    for s in plan.stages:
+        done = {c["decision"]: c["questions"] for c in counts if c["stage"] == s}
+        progress.emit("stage", f"{s} done: {sum(done.values())} questions {done}", stage=s, counts=done)
+    progress.emit("stage", f"pairs: {pairs['train']} train, {pairs['eval']} eval, "
+                  f"{len(pairs['dropped'])} dropped", stage="pairs", done=pairs["train"] + pairs["eval"])
+    result = GenerateResult(
+        run_id=run_id, round=round, run_dir="", questions=n_questions, rejected=n_rejected,
+        routing_counts=counts, pairs_train=pairs["train"], pairs_eval=pairs["eval"],
+        dropped_pairs=pairs["dropped"], warnings=warnings,
+        artifact_keys={"questions": qkey, **plan.stages, "pairs": plan.pairs_key},
+        search=search, elapsed_s=round_s(time.perf_counter() - started),
+    )
+    result.run_dir = finalize_task.with_options(**opts)(cfg, str(home), run_id, plan, result.to_dict())
+    publish_artifacts(result, RunView(home, run_id, round))
+    return result
+
+
+def round_s(seconds: float) -> float:
+    return float(f"{seconds:.3f}")
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a flow run context (direct calls)
+        return logging.getLogger("sphere.flows")
+
+
+def _routing_counts(infos: list[Any]) -> list[dict[str, Any]]:
+    """Questions per (stage, decision), in stage order then decision name."""
+    totals: dict[tuple[str, str], int] = {}
+    order: list[str] = []
+    for info in infos:
+        if info.stage not in order:
+            order.append(info.stage)
+        for decision, n in info.counts.items():
+            totals[(info.stage, decision)] = totals.get((info.stage, decision), 0) + n
+    return [{"stage": s, "decision": d, "questions": n}
+            for (s, d), n in sorted(totals.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1]))]
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "run"
 
 
-def publish_artifacts(summary: dict[str, Any], store: ArtifactStore, questions_key: str) -> None:
+def publish_artifacts(result: GenerateResult, view: RunView) -> None:
     """Table artifacts (routing counts per stage, rejected inputs) and a markdown summary."""
-    run_id = summary["run_id"]
-    counts = summary["routing_counts"]
-    create_table_artifact(
-        counts or [{"stage": "-", "decision": "-", "questions": 0}],
-        key=f"{_slug(run_id)}-routing",
-        description=f"Routing decisions per stage for {run_id}",
-    )
-    rejects = store.read_stage(REJECTS, questions_key)
+    slug = _slug(result.run_id) + ("" if result.round == 1 else f"-round-{result.round}")
+    counts = result.routing_counts
+    create_table_artifact(counts or [{"stage": "-", "decision": "-", "questions": 0}],
+                          key=f"{slug}-routing", description=f"Routing decisions per stage for {result.run_id}")
+    rejects = view.rejects()
     rows = rejects[["source", "row", "reason"]].head(200).astype(str).to_dict("records")
-    create_table_artifact(
-        rows or [{"source": "-", "row": "-", "reason": "no rejected rows"}],
-        key=f"{_slug(run_id)}-rejects",
-        description=f"Rejected input rows for {run_id} ({len(rejects)} in all; first 200 shown)",
-    )
+    create_table_artifact(rows or [{"source": "-", "row": "-", "reason": "no rejected rows"}],
+                          key=f"{slug}-rejects",
+                          description=f"Rejected input rows for {result.run_id} ({len(rejects)} in all; first 200 shown)")
     lines = [
-        f"# SPHERE generate: `{run_id}`",
+        f"# SPHERE generate: `{result.run_id}` (round {result.round})",
         "",
-        f"- questions: **{summary['questions']}** (rejected rows: {summary['rejected']})",
-        f"- pairs: **{summary['pairs']['train']}** train, **{summary['pairs']['eval']}** eval",
-        f"- outputs: `{summary['run_dir']}`",
+        f"- questions: **{result.questions}** (rejected rows: {result.rejected})",
+        (f"- pairs: **{result.pairs_train}** train, **{result.pairs_eval}** eval "
+        f"({len(result.dropped_pairs)} dropped)"),
+        f"- outputs: `{result.run_dir}`",
         "",
         "| stage | decision | questions |",
         "|---|---|---|",
         *[f"| {c['stage']} | {c['decision']} | {c['questions']} |" for c in counts],
     ]
-    create_markdown_artifact("\n".join(lines), key=f"{_slug(run_id)}-summary", description="Run summary")
+    create_markdown_artifact("\n".join(lines), key=f"{slug}-summary", description="Run summary")

@@ -1,6 +1,10 @@
-"""The ``pipeline`` flow: generate -> train -> evaluate -> report, each a subflow, under one
-run record (running -> completed | failed with the error). Re-running a run id resumes:
-finished generate shards are reused from the artifact store.
+"""The ``pipeline`` flow: per round generate -> train -> evaluate (a ``round-<r>`` subflow), then
+the report, under one run record (running -> completed | failed | cancelled).
+
+Round r searches with pi_r (round 1: the configured policy; later rounds: the merged model
+trained in round r-1), trains DPO from pi_r with pi_r as the reference, and evaluates pi_r
+against pi_{r+1}. Re-running a run id resumes: finished shards, pairs and trained models are
+reused (``sphere_core.evolution``).
 """
 
 from __future__ import annotations
@@ -9,76 +13,61 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows import prefect_env  # noqa: F401  (offline-safe Prefect settings before prefect)
-from flows.common import home_for, new_run_id, resolve_flow_config, tracked_run
+from flows.common import flow_config, flow_run_id, home_for, tracked_run
+from flows.evaluate import evaluate_flow
 from flows.generate import generate_flow
+from flows.report import report_flow
+from flows.train import train_flow
+from sphere_core import progress
+from sphere_core.config import SphereConfig
+from sphere_core.results import PipelineResult, RoundResult, TrainingResult
 
 
-def pair_count(generate_result: Any) -> int:
-    """Total pairs reported by the generate flow's summary (0 when unknown)."""
-    if isinstance(generate_result, dict):
-        pairs = generate_result.get("pairs") or {}
-        if isinstance(pairs, dict):
-            return int(pairs.get("train") or 0) + int(pairs.get("eval") or 0)
-    return 0
+@flow(name="round", flow_run_name="round-{round}", description="One self-evolution round: generate -> DPO -> evaluate.")
+def round_flow(run_id: str, config: SphereConfig, round: int = 1) -> RoundResult:
+    """Generate pairs with this round's policy, train on them, evaluate base vs trained."""
+    cfg = flow_config(config)
+    generated = generate_flow(run_id=run_id, config=cfg, track_run=False, round=round)
+    if generated.pairs > 0:
+        trained = train_flow(run_id, cfg, round=round)
+    else:  # nothing to learn from: say so, still evaluate the base model and report
+        trained = TrainingResult(run_id, round, skipped="no preference pairs were generated (see `sphere routes`)")
+        get_run_logger().warning(
+            "run %s round %d produced no preference pairs: DPO training is skipped; evaluating the "
+            "base model only. A stronger policy, more questions or a wider search "
+            "(search.num_candidates, search.max_depth) yields pairs.", run_id, round)
+        progress.emit("info", f"round {round}: no preference pairs, DPO skipped", stage="train")
+    evaluated = evaluate_flow(run_id, cfg, model_path=trained.adapter_path, round=round)
+    return RoundResult(round, generated, trained, evaluated)
 
 
-def trained_model_path(train_result: Any) -> str | None:
-    """The checkpoint the train flow produced (it returns a path or a dict holding one)."""
-    if isinstance(train_result, dict):
-        for key in ("model_path", "merged_path", "adapter_path", "path", "checkpoint"):
-            if train_result.get(key):
-                return str(train_result[key])
-        return None
-    return str(train_result) if train_result else None
-
-
-@flow(name="pipeline", description="SPHERE end to end: generate pairs -> DPO -> evaluate -> report.")
+@flow(name="pipeline", description="SPHERE end to end: generate pairs -> DPO -> evaluate (per round) -> report.")
 def pipeline_flow(
     run_id: str | None = None,
-    config: dict[str, Any] | None = None,
+    config: SphereConfig | dict[str, Any] | None = None,
     preset: str | None = None,
     overrides: list[str] | None = None,
-) -> dict[str, Any]:
-    """Run every stage for ``run_id`` (a new id if None); returns each subflow's result."""
-    from flows.evaluate import evaluate_flow
-    from flows.report import report_flow
-    from flows.train import train_flow
+) -> PipelineResult:
+    """Run every round and the report for ``run_id`` (a new id if None)."""
+    from sphere_core.evolution import round_config
 
-    cfg = resolve_flow_config(config, preset, overrides)
-    run_id = run_id or new_run_id()
+    cfg = flow_config(config, preset, overrides)
+    run_id = flow_run_id(run_id)
     home = home_for(cfg)
-    cfg_dict = cfg.to_dict()
-    with tracked_run(cfg, run_id, home, kind="pipeline"):
-        generated = generate_flow(run_id=run_id, config=cfg_dict, track_run=False)
-        if pair_count(generated) > 0:
-            trained = train_flow(run_id, cfg_dict)
-        else:  # nothing to learn from: say so, still evaluate the base model and report
-            trained = {"skipped": "no preference pairs were generated (see `sphere routes`)"}
-            get_run_logger().warning(
-                "run %s produced no preference pairs: DPO training is skipped; evaluating the "
-                "base model only. A stronger policy, more questions or a wider search "
-                "(search.num_candidates, search.max_depth) yields pairs.", run_id,
-            )
-        evaluated = evaluate_flow(
-            run_id,
-            cfg_dict,
-            model_path=trained_model_path(trained),
-            benchmarks=cfg.evaluation.benchmarks,
-            limit=cfg.evaluation.limit,
-            benchmark_file=None,
-        )
-        reported = report_flow(run_id, cfg_dict)
-    return {"run_id": run_id, "generate": generated, "train": trained, "evaluate": evaluated, "report": reported}
+    rounds: list[RoundResult] = []
+    with tracked_run(cfg, run_id, home, kind="pipeline", rounds=cfg.evolution.rounds) as record:
+        for r in range(1, cfg.evolution.rounds + 1):
+            record.reached_round(r)
+            previous = rounds[-1].train if rounds else None
+            rounds.append(round_flow(run_id, round_config(cfg, r, previous, home, run_id), round=r))
+        record.complete()  # the report shows the final status
+        report = report_flow(run_id, cfg)
+    return PipelineResult(run_id, rounds, report, status="completed")
 
 
 def build_deployments(preset: str | None = "demo", cron: str | None = "0 3 * * *") -> list[Any]:
     """Runner deployments served by ``sphere serve``: generate, pipeline (on ``cron``), train,
     evaluate, report. Generate/pipeline default to ``preset``; the others need a run id."""
-    from flows.evaluate import evaluate_flow
-    from flows.report import report_flow
-    from flows.train import train_flow
-
     defaults = {"preset": preset} if preset else {}
     return [
         generate_flow.to_deployment(name="sphere-generate", parameters=defaults, tags=["sphere"]),

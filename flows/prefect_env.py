@@ -1,6 +1,9 @@
-"""Prefect process settings shared by every flow: offline-safe defaults and task options.
+"""Prefect process settings for SPHERE: offline-safe defaults, applied by an explicit call.
 
-Import this module before importing prefect in a process that runs flows.
+:func:`configure_prefect_env` sets environment variables only (``setdefault``: a user's own
+settings win) and must run before prefect is first imported in the process: the ``sphere``
+CLI calls it at start (``sphere serve`` included, whose flow-run subprocesses inherit the
+environment). Importing this module changes nothing.
 """
 
 from __future__ import annotations
@@ -8,18 +11,26 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
-def configure_prefect_env(home: Path | None = None) -> None:
-    """Offline-friendly Prefect defaults; explicit user settings win (setdefault)."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_UI_ENABLED", os.environ.get("PREFECT_UI_ENABLED", "true"))
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
+DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_UI_ENABLED": "true",
+    # Prefect's INFO run logs go to the Prefect API and, under the CLI, to the log file;
+    # the CLI's console shows WARNING one-liners only (sphere_core.logs).
+    "PREFECT_LOGGING_LEVEL": "INFO",
+    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
     # The ephemeral API server can take well over the default 20 s to start on a busy 2-core box.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+}
+
+
+def configure_prefect_env(home: Path | None = None) -> dict[str, str]:
+    """Apply the defaults (and local result storage under ``home``); returns what it set."""
+    wanted = dict(DEFAULTS)
     if home is not None:
-        os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "prefect" / "storage"))
-
-
-configure_prefect_env()
+        wanted["PREFECT_LOCAL_STORAGE_PATH"] = str(Path(home) / "prefect" / "storage")
+    applied = {}
+    for key, value in wanted.items():
+        if key not in os.environ:
+            os.environ[key] = applied[key] = value
+    return applied

@@ -10,8 +10,9 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows import prefect_env  # noqa: F401  (offline-safe Prefect settings before prefect)
-from flows.common import home_for, resolve_flow_config
+from flows.common import flow_config, flow_run_id, home_for
+from sphere_core.config import SphereConfig
+from sphere_core.results import ReportResult
 from tasks.common import task_options
 from tasks.train_tasks import report_task
 
@@ -22,16 +23,16 @@ def artifact_slug(run_id: str) -> str:
 
 
 @flow(name="report", description="Run report: routing, pairs, DPO loss, base vs trained accuracy.")
-def report_flow(run_id: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+def report_flow(run_id: str, config: SphereConfig | dict[str, Any] | None = None) -> ReportResult:
     """Build the report; returns its path and the number of accuracy rows published."""
-    cfg = resolve_flow_config(config)
+    cfg = flow_config(config)
     home = home_for(cfg)
-    cfg_dict = cfg.to_dict()
-    result = report_task.with_options(**task_options(cfg_dict, home))(cfg_dict, str(home), run_id)
+    run_id = flow_run_id(run_id)
+    result = report_task.with_options(**task_options(cfg, home))(cfg, str(home), run_id)
     slug = artifact_slug(run_id)
     create_markdown_artifact(markdown=result["markdown"], key=f"sphere-report-{slug}",
                              description=f"SPHERE report of run {run_id} ({result['path']})")
     if result["accuracy"]:
         create_table_artifact(table=result["accuracy"], key=f"sphere-accuracy-{slug}",
                               description=f"Evaluation metrics of run {run_id}")
-    return {"run_id": run_id, "path": result["path"], "accuracy_rows": len(result["accuracy"])}
+    return ReportResult(run_id, result["path"], len(result["accuracy"]))

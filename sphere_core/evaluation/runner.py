@@ -14,18 +14,19 @@ Writes per-item Parquet files ``<out_dir>/<label>/<benchmark>.parquet`` and retu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from sphere_core import progress
 from sphere_core.config import SphereConfig
 from sphere_core.errors import EvaluationError, InputDataError
 from sphere_core.evaluation.metrics import ITEM_COLUMNS, SUMMARY_COLUMNS, summary_rows
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
 
 
 def load_questions(benchmark: str, limit: int | None, benchmark_file: str | None) -> pd.DataFrame:
@@ -47,21 +48,20 @@ def _batches(n: int, size: int) -> list[range]:
 
 
 def generate_answers(generator, prompts: Sequence[str], cfg: SphereConfig, desc: str) -> list[str]:
-    """One sampled answer per chat-formatted prompt, in batches, with a progress bar."""
-    from tqdm.auto import tqdm
-
+    """One sampled answer per chat-formatted prompt, in batches; a progress event per batch."""
     ev = cfg.evaluation
     temperature, top_k = (0.0, 0) if ev.greedy else (ev.temperature, ev.top_k)
     size = cfg.models.policy.batch_size
     out: list[str] = []
-    with tqdm(total=len(prompts), desc=desc, unit="q", leave=False) as bar:
-        for chunk in _batches(len(prompts), size):
-            steps = generator.generate_steps(
-                [prompts[i] for i in chunk], 1, temperature, None, ev.max_new_tokens,
-                top_p=ev.top_p, top_k=top_k, seed=ev.seed + chunk.start,
-            )
-            out.extend(s[0].text for s in steps)
-            bar.update(len(chunk))
+    began = time.monotonic()
+    for chunk in _batches(len(prompts), size):
+        steps = generator.generate_steps(
+            [prompts[i] for i in chunk], 1, temperature, None, ev.max_new_tokens,
+            top_p=ev.top_p, top_k=top_k, seed=ev.seed + chunk.start,
+        )
+        out.extend(s[0].text for s in steps)
+        progress.emit("info", f"{desc}: {len(out)}/{len(prompts)} answers in {time.monotonic() - began:.0f}s",
+                      stage="evaluate", done=len(out), total=len(prompts))
     return out
 
 
@@ -127,41 +127,60 @@ def evaluate(
     *,
     home: Path,
     out_dir: Path | None = None,
-    progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Evaluate one model on each benchmark -> (items with benchmark/model_label, summary).
+    """Evaluate one model (weights ``model_path`` plus an optional LoRA adapter) on each
+    benchmark -> (items with benchmark/model_label, summary).
 
     With ``benchmark_file`` the questions come from that file and ``benchmarks`` must name
     it once (the name used in outputs; default: the file's stem).
     """
-    from sphere_core.evaluation.models import load_generator
+    from sphere_core.evaluation.models import model_spec
 
     if benchmark_file:
         benchmarks = list(benchmarks)[:1] or [Path(benchmark_file).stem]
     if not benchmarks:
         raise EvaluationError("no benchmarks to evaluate; pass --benchmarks or set evaluation.benchmarks")
-    question_sets = {b: load_questions(b, limit, benchmark_file) for b in benchmarks}
-    generator = load_generator(cfg, model_path, adapter_dir, home)
+    spec = model_spec(cfg, model_path, adapter_dir)
     all_items, summaries = [], []
-    for bench, questions in question_sets.items():
-        if progress:
-            progress(f"{model_label}: {bench} ({len(questions)} questions)")
-        items = evaluate_questions(generator, questions, cfg, desc=f"{model_label}/{bench}")
-        if out_dir is not None:
-            path = Path(out_dir) / model_label / f"{bench}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            items.to_parquet(tmp, index=False)
-            tmp.replace(path)
-        summaries.append(summary_rows(model_label, bench, items))
+    for bench in benchmarks:
+        items, summary = evaluate_model(cfg, model_label, spec, bench, limit, benchmark_file,
+                                        home=home, out_dir=out_dir)
+        summaries.append(summary)
         all_items.append(items.assign(benchmark=bench, model_label=model_label))
     summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(columns=SUMMARY_COLUMNS)
     return pd.concat(all_items, ignore_index=True), summary
 
 
-def record_summary(repo, run_id: str, summary: pd.DataFrame, details: dict | None = None) -> int:
+def evaluate_model(cfg: SphereConfig, model_label: str, spec, benchmark: str, limit: int | None,
+                   benchmark_file: str | None = None, *, home: Path,
+                   out_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One model (a ``ModelSpec``, built through the backend registry) on one benchmark:
+    (per-item records, summary rows); the items are written to ``out_dir/<label>/<bench>.parquet``."""
+    from sphere_core.evaluation.models import load_generator
+
+    questions = load_questions(benchmark, limit, benchmark_file)
+    generator = load_generator(spec, home)
+    progress.emit("info", f"evaluate {model_label} on {benchmark}: {len(questions)} questions",
+                  stage="evaluate", model=model_label, benchmark=benchmark, total=len(questions))
+    items = evaluate_questions(generator, questions, cfg, desc=f"{model_label}/{benchmark}")
+    if out_dir is not None:
+        path = Path(out_dir) / model_label / f"{benchmark}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        items.to_parquet(tmp, index=False)
+        tmp.replace(path)
+    summary = summary_rows(model_label, benchmark, items)
+    progress.emit("info", f"evaluate {model_label} on {benchmark}: Pass@1 "
+                  f"{items['correct_1'].astype(bool).mean() if len(items) else 0:.1%} (n={len(items)})",
+                  stage="evaluate", model=model_label, benchmark=benchmark)
+    return items, summary
+
+
+def record_summary(repo, run_id: str, summary: pd.DataFrame, details: dict | None = None,
+                   round: int = 1) -> int:
     """Write each summary row to the store's ``evaluations`` table; returns rows written."""
     for row in summary.itertuples(index=False):
         repo.record_evaluation(run_id, row.model_label, row.benchmark, row.metric,
-                               None if pd.isna(row.value) else float(row.value), int(row.n), details)
+                               None if pd.isna(row.value) else float(row.value), int(row.n), details,
+                               round=round)
     return len(summary)

@@ -1,1 +1,1 @@
-"""Pruned, PRM-guided search (DESIGN §5): the Eq.3 step reward and the lock-step search."""
+"""Pruned, PRM-guided search: the Eq.3 step reward, the lock-step search and its tree records."""

@@ -1,4 +1,4 @@
-"""Lock-step pruned search (DESIGN §5): keep the max-reward and min-reward path per question.
+"""Lock-step pruned search: keep the max-reward and min-reward path per question.
 
 Every active path tail of every question in the batch advances together: per depth there
 is ONE ``generate_steps`` call (all tails x E candidates) and ONE PRM call (all
@@ -8,7 +8,10 @@ side's tails are expanded with E candidates each, the side's pool is ranked by E
 its top-k (max side) or bottom-k (min side) become the new tails. A tail that holds a final
 answer or ended at EOS is finished; everything stops at ``max_depth``. Sol_max is the
 finished max-side tail with the highest reward (Sol_min: min side, lowest); with k = 1
-these are simply the paper's two paths.
+these are simply the paper's two paths. A chosen path left without a final answer (max depth
+reached, last step cut by the token limit, or EOS without an answer) is finished by one
+unbranched completion rollout (``search.completion_max_tokens``), so routing grades finished
+solutions.
 
 Owns the search loop and its batching; not prompts (the caller gives chat messages), not
 grading or routing. ``search_isolated`` retries a failing batch in halves so that one bad
@@ -21,11 +24,13 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from sphere_core.backends.base import ORM, PRM, Generator
+from sphere_core.backends.prm import with_score_last
 from sphere_core.config import RewardConfig
 from sphere_core.errors import BackendError, GenerationError
+from sphere_core.progress import emit
 from sphere_core.schemas import Step
 from sphere_core.search.params import SearchParams
 from sphere_core.search.reward import ParentStats, step_reward
@@ -56,6 +61,11 @@ class SearchStats:
     generate_s: float = 0.0
     prm_s: float = 0.0
     orm_s: float = 0.0
+    completions: int = 0
+    forced_answers: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -93,18 +103,7 @@ def _rank(pool: list[Node], side: str) -> list[Node]:
 
 
 def _last_scores(prm: PRM, questions: list[str], steps: list[list[str]], golds: list[str]) -> list[float]:
-    score_last = getattr(prm, "score_last", None)
-    if callable(score_last):
-        scores = list(score_last(questions, steps, golds))
-    else:
-        per_step = prm.score(questions, steps, golds)
-        if len(per_step) != len(steps):
-            raise BackendError(f"PRM returned {len(per_step)} score lists for {len(steps)} candidates")
-        scores = []
-        for i, (got, want) in enumerate(zip(per_step, steps)):
-            if len(got) != len(want):
-                raise BackendError(f"PRM candidate {i}: expected one score per step ({len(want)}), got {len(got)}")
-            scores.append(got[-1])
+    scores = list(prm.score_last(questions, steps, golds))  # wrapped once by pruned_search
     if len(scores) != len(steps):
         raise BackendError(f"PRM returned {len(scores)} scores for {len(steps)} candidates")
     for i, s in enumerate(scores):
@@ -147,6 +146,7 @@ def pruned_search(
     Raises on any backend failure (the whole batch fails; see ``search_isolated``).
     """
     stats = stats if stats is not None else SearchStats()
+    prm = with_score_last(prm)  # once per search, not per depth
     if params.use_orm and orm is None:
         raise BackendError("ORM shaping is on for this stage but no ORM was given")
     states = [
@@ -189,27 +189,10 @@ def pruned_search(
             stats.generated_tokens += sum(n.num_tokens for n in nodes)
         stats.candidates += len(flat)
 
-        questions = [st.task.problem for st, _ in flat]
-        steps = [n.steps() for _, n in flat]
-        golds = [st.task.gold_answer for st, _ in flat]
-        t0 = time.perf_counter()
-        prm_scores = _last_scores(prm, questions, steps, golds)
-        stats.prm_s += time.perf_counter() - t0
-        stats.prm_calls += 1
-        orm_scores: list[float | None] = [None] * len(flat)
-        if params.use_orm:
-            t0 = time.perf_counter()
-            got = list(orm.score(questions, steps, golds))  # type: ignore[union-attr]
-            stats.orm_s += time.perf_counter() - t0
-            stats.orm_calls += 1
-            if len(got) != len(flat):
-                raise BackendError(f"ORM returned {len(got)} scores for {len(flat)} candidates")
-            orm_scores = [float(x) for x in got]
-        for (_, node), p, o in zip(flat, prm_scores, orm_scores):
-            node.prm = p
-            node.orm = math.nan if o is None else o
-            parent = None if node.parent is None else ParentStats(node.parent.prm, node.parent.mean_logprob)
-            node.reward = step_reward(reward_cfg, prm=p, mean_logprob=node.mean_logprob, parent=parent, orm=o)
+        _score([n for _, n in flat], [st for st, _ in flat], prm, orm, params, reward_cfg, stats)
+        emit("info", f"{stage} search depth {depth + 1}/{params.max_depth}: {len(states)} question(s), "
+                     f"{len(flat)} candidates scored in {time.perf_counter() - t0:.0f}s",
+             stage=stage, step=depth + 1, total=params.max_depth)
 
         last = depth == params.max_depth - 1
         if depth == 0:
@@ -224,7 +207,118 @@ def pruned_search(
                 for side in st.sides.values():
                     if side.beams:
                         _select(side, pools.get((id(st), side.name), []), params.keep - len(side.finished), last)
+    if params.completion_max_tokens > 0:
+        _complete(states, generator, prm, params, reward_cfg, stage, orm, stats)
     return [_result(st, params.delimiter) for st in states]
+
+
+def _complete(states: list[_State], generator: Generator, prm: PRM, params: SearchParams,
+              reward_cfg: RewardConfig, stage: str, orm: ORM | None, stats: SearchStats) -> None:
+    """Finish every chosen path that has no final answer with ONE unbranched rollout each.
+
+    A path that reached ``max_depth``, whose last step was cut by ``max_step_tokens`` or that
+    ended at EOS without a final answer is continued from its tail (no step delimiter, up to
+    ``completion_max_tokens``), like an MCTS simulation; the rollout is one more node
+    (``completion=True``), scored like any step, and becomes the side's tail. All rollouts of
+    the batch are one generate call and one PRM call.
+    """
+    todo: list[tuple[_State, _Side, Node]] = []
+    for st in states:
+        for side in st.sides.values():
+            tails = side.finished + side.beams
+            if tails:
+                best = _rank(tails, side.name)[0]
+                if not has_final_answer(best.text):
+                    todo.append((st, side, best))
+    if not todo:
+        return
+    prompts = [_tail_prompt(st, tail, params.delimiter) for st, _, tail in todo]
+    t0 = time.perf_counter()
+    outs = generator.generate_steps(prompts, 1, params.temperature, None, params.completion_max_tokens,
+                                    top_p=params.top_p, top_k=params.top_k, seed=params.completion_seed)
+    stats.generate_s += time.perf_counter() - t0
+    stats.generate_calls += 1
+    if len(outs) != len(prompts) or any(len(o) != 1 for o in outs):
+        raise GenerationError(f"generator returned {[len(o) for o in outs]} completions for {len(prompts)} prompts")
+    made: dict[int, tuple[_State, Node]] = {}  # one rollout per distinct tail (sides may share one)
+    for (st, side, tail), out in zip(todo, outs):
+        if id(tail) not in made:
+            path = tail.path if tail.path != "root" else side.name
+            node = _make_node(st, stage, out[0], tail, path, tail.depth + 1, 0)
+            node.completion, node.terminal, node.selected = True, True, True
+            st.nodes.append(node)
+            made[id(tail)] = (st, node)
+            stats.generated_tokens += node.num_tokens
+            stats.completions += 1
+    forced = stats.forced_answers
+    if params.answer_cue_tokens > 0:
+        _force_answers(list(made.values()), generator, params, stats)
+    emit("info", f"{stage} completion: {len(made)} unfinished path(s) rolled out, "
+                 f"{stats.forced_answers - forced} of them cued to state their answer, "
+                 f"in {time.perf_counter() - t0:.0f}s", stage=stage)
+    _score([n for _, n in made.values()], [st for st, _ in made.values()], prm, orm, params, reward_cfg, stats)
+    for _, side, tail in todo:
+        side.finished, side.beams = [made[id(tail)][1]], []
+
+
+ANSWER_CUE = "Final Answer: The final answer is $"
+"""The start of the answer sentence the solve prompt asks for; the model writes the rest."""
+
+
+def _force_answers(made: list[tuple[_State, Node]], generator: Generator, params: SearchParams,
+                   stats: SearchStats) -> None:
+    """Let every rollout that still has no final answer state one (one batched call).
+
+    A rollout can end at its token budget or at EOS without the answer sentence (small models
+    often do). Its text is extended by a blank line and ``ANSWER_CUE``, and the model writes the
+    answer it reached (one line, at most ``answer_cue_tokens`` tokens), as answer-forcing in
+    budget-limited decoding does. The answer is the model's own; whether it is right is graded
+    as usual, and a text that still states no answer stays unfinished.
+    """
+    todo = [(st, node) for st, node in made if not has_final_answer(node.text)]
+    if not todo:
+        return
+    prefix = [_tail_prompt(st, node.parent, params.delimiter) + node.text + params.delimiter + ANSWER_CUE
+              for st, node in todo]
+    t0 = time.perf_counter()
+    outs = generator.generate_steps(prefix, 1, params.temperature, ["\n"], params.answer_cue_tokens,
+                                    top_p=params.top_p, top_k=params.top_k, seed=params.answer_seed)
+    stats.generate_s += time.perf_counter() - t0
+    stats.generate_calls += 1
+    if len(outs) != len(prefix) or any(len(o) != 1 for o in outs):
+        raise GenerationError(f"generator returned {[len(o) for o in outs]} answers for {len(prefix)} prompts")
+    for (_, node), out in zip(todo, outs):
+        node.text = f"{node.text}{params.delimiter}{ANSWER_CUE}{out[0].text.strip()}"
+        node.num_tokens += out[0].num_tokens
+        node.terminal = True
+        stats.generated_tokens += out[0].num_tokens
+        stats.forced_answers += 1
+
+
+def _score(nodes: list[Node], owners: list[_State], prm: PRM, orm: ORM | None, params: SearchParams,
+           reward_cfg: RewardConfig, stats: SearchStats) -> None:
+    """PRM (and ORM) scores and the Eq. 3 reward of ``nodes`` (one batched call each)."""
+    questions = [st.task.problem for st in owners]
+    steps = [n.steps() for n in nodes]
+    golds = [st.task.gold_answer for st in owners]
+    t0 = time.perf_counter()
+    prm_scores = _last_scores(prm, questions, steps, golds)
+    stats.prm_s += time.perf_counter() - t0
+    stats.prm_calls += 1
+    orm_scores: list[float | None] = [None] * len(nodes)
+    if params.use_orm:
+        t0 = time.perf_counter()
+        got = list(orm.score(questions, steps, golds))  # type: ignore[union-attr]
+        stats.orm_s += time.perf_counter() - t0
+        stats.orm_calls += 1
+        if len(got) != len(nodes):
+            raise BackendError(f"ORM returned {len(got)} scores for {len(nodes)} candidates")
+        orm_scores = [float(x) for x in got]
+    for node, p, o in zip(nodes, prm_scores, orm_scores):
+        node.prm = p
+        node.orm = math.nan if o is None else o
+        parent = None if node.parent is None else ParentStats(node.parent.prm, node.parent.mean_logprob)
+        node.reward = step_reward(reward_cfg, prm=p, mean_logprob=node.mean_logprob, parent=parent, orm=o)
 
 
 def _select(side: _Side, pool: list[Node], k: int, last: bool) -> None:

@@ -1,4 +1,4 @@
-"""The step reward R(s_t) of the paper's Eq.3 (DESIGN §5), one term per switch.
+"""The step reward R(s_t) of the paper's Eq.3, one term per switch.
 
 Owns the arithmetic only: the search passes in the PRM score, the policy probability of
 the step and of its parent, and (Stages 2-3) the ORM score of the prefix.

@@ -1,4 +1,4 @@
-"""Check that Stage 3's pi_small is really smaller than the policy pi (paper §3.3.1).
+"""Check that the diversity stage's pi_small is really smaller than the policy pi (paper §3.3.1).
 
 Owns the comparison only: equal model specs, or parameter counts read from the
 safetensors headers of two local HF directories (no weights are loaded).
@@ -10,7 +10,7 @@ import json
 import struct
 from pathlib import Path
 
-from sphere_core.config import SphereConfig
+from sphere_core.config import ModelSpec
 
 
 def count_parameters(model_dir: Path) -> int | None:
@@ -33,14 +33,13 @@ def count_parameters(model_dir: Path) -> int | None:
     return total
 
 
-def small_model_warning(cfg: SphereConfig) -> str | None:
+def small_model_warning(policy: ModelSpec, small: ModelSpec, intended: bool = False) -> str | None:
     """A sentence when pi_small is not smaller than pi (None when it is, or cannot be told)."""
-    if cfg.models.small_is_intended:
+    if intended:
         return None
-    policy, small = cfg.models.policy, cfg.small_model
-    if (small.path, small.backend) == (policy.path, policy.backend):
-        return (f"Stage 3 uses pi_small = the policy itself ({policy.path!r}); the paper asks for a smaller "
-                "model of the same family (set models.small, or models.small_is_intended=true).")
+    if (small.path, small.backend, small.adapter) == (policy.path, policy.backend, policy.adapter):
+        return (f"the diversity stage uses pi_small = the policy itself ({policy.path!r}); the paper asks "
+                "for a smaller model of the same family (set models.small, or models.small_is_intended=true).")
     p_dir, s_dir = Path(policy.path).expanduser(), Path(small.path).expanduser()
     if p_dir.is_dir() and s_dir.is_dir():
         n_p, n_s = count_parameters(p_dir), count_parameters(s_dir)

@@ -6,16 +6,10 @@ Owns the node record and the TREE_COLUMNS view of it; the search decides what go
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-FINAL_ANSWER_RE = re.compile(r"final\s+answer\s*:|\\boxed\s*\{", re.IGNORECASE)
-"""A step holding a final answer ends its path (DESIGN §5)."""
-
-
-def has_final_answer(text: str) -> bool:
-    return FINAL_ANSWER_RE.search(text) is not None
+from sphere_core.grading.extract import has_final_answer  # noqa: F401  (re-exported: a final answer ends a path)
 
 
 @dataclass(eq=False)
@@ -36,6 +30,7 @@ class Node:
     orm: float = math.nan
     reward: float = math.nan
     selected: bool = False
+    completion: bool = False  # written by the completion rollout (not a searched step)
 
     def steps(self) -> list[str]:
         """Texts of the steps from the root through this node."""
@@ -117,6 +112,7 @@ class SearchResult:
                     "terminal": n.terminal,
                     "finish_reason": n.finish_reason,
                     "extracted_answer": answer,
+                    "completion": n.completion,
                 }
             )
         return rows

@@ -1,6 +1,6 @@
-"""Flow-test fixtures: one Prefect test harness per session (temporary API + SQLite, ~7 s),
-a question file scripting every routing path, and a helper running ``sphere`` in a
-subprocess against the harness API (no extra ephemeral server start per process).
+"""Flow-test fixtures: a question file scripting every routing path, and a helper running
+``sphere`` in a subprocess against the session's Prefect harness API (``prefect_api`` in
+tests/conftest.py; no extra ephemeral server start per process).
 """
 
 from __future__ import annotations
@@ -16,17 +16,6 @@ from tests.fakes import write_fake_questions
 from tests.flows.orch_fakes import SCENARIO_MIX
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def prefect_api() -> str:
-    """Session-wide Prefect test harness; yields its API URL (for subprocesses)."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield PREFECT_API_URL.value()
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """Orchestration test doubles on top of ``tests.fakes`` (registered through the registry).
 
 - ``fake-slow``: the scripted fake generator, sleeping ``SPHERE_FAKE_DELAY_S`` seconds per
-  ``generate_steps`` call (a fixed per-call cost: realistic timing, deterministic output).
+  ``generate_steps`` call (a fixed per-call cost: realistic timing, deterministic output); with
+  ``SPHERE_FAKE_CALLS_FILE`` set, every call appends one line there (work counted across
+  processes).
 - ``fake-flaky``: loading it fails the first ``SPHERE_FAKE_FAIL_LOADS`` times (default 1),
   counted in a file under ``$SPHERE_HOME`` so the count survives task retries and processes.
 """
@@ -23,6 +25,10 @@ class SlowFakeGenerator(FakeGenerator):
 
     def generate_steps(self, prompts, n, temperature, stop, max_tokens, **kwargs):
         time.sleep(float(os.environ.get("SPHERE_FAKE_DELAY_S", "0.05")))
+        calls = os.environ.get("SPHERE_FAKE_CALLS_FILE")
+        if calls:
+            with open(calls, "a") as fh:  # one short append per call: atomic enough for counting
+                fh.write(f"{os.getpid()} {len(prompts)}\n")
         return super().generate_steps(prompts, n, temperature, stop, max_tokens, **kwargs)
 
 

@@ -13,10 +13,10 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.generate import generate_flow
 from sphere_core.backends.cache import clear_caches
-from sphere_core.config import load_config
 from sphere_core.data.ingest import question_id
 from sphere_core.errors import InputDataError
 from sphere_core.storage.repo import open_repository
+from sphere_core.storage.run_outputs import RunView
 from tests.fakes import EXPECTED, FakeGenerator, fake_question
 from tests.flows.orch_fakes import SCENARIO_MIX, fake_overrides, flaky_loads
 
@@ -57,15 +57,18 @@ def test_generate_routes_records_and_publishes(prefect_api, sphere_home, questio
         for i, s in enumerate(SCENARIO_MIX) for stage, decision in EXPECTED[s].items()
     }
     assert {(e["question_id"], e["stage"]): e["decision"] for e in events} == expected
-    assert all(e["artifact_key"] == summary["artifact_keys"][e["stage"]] for e in events)
+    assert all(e["artifact_key"] == summary.artifact_keys[e["stage"]] for e in events)
 
     out = sphere_home / "runs" / "gen-a"
     train = pd.read_parquet(out / "pairs" / "train.parquet")
     evals = pd.read_parquet(out / "pairs" / "eval.parquet")
-    assert len(train) + len(evals) == summary["pairs"]["train"] + summary["pairs"]["eval"] > 0
+    assert len(train) + len(evals) == summary.pairs_train + summary.pairs_eval > 0
     assert set(train["run_id"]) == {"gen-a"}
+    view = RunView(sphere_home, "gen-a")
     for stage in ("stage1", "stage2", "stage3"):
-        assert (out / "routing" / f"{stage}.parquet").is_file() and (out / "tree" / f"{stage}.parquet").is_file()
+        assert len(view.routing(stage)) and len(view.tree(stage))  # the view points at artifacts
+        assert set(view.routing(stage)["run_id"]) == {"gen-a"}
+    assert not (out / "routing").exists() and not (out / "tree").exists()  # no second copy
 
     names = {t.name for t in _task_runs(run["prefect_flow_run_id"])}
     assert {f"stage{s}-shard-0000{i}" for s in (1, 2, 3) for i in range(4)} <= names  # 16 q / 4
@@ -84,14 +87,14 @@ def test_rerun_is_cached_and_config_change_recomputes_downstream_only(prefect_ap
 
     again = generate_flow(run_id="cache-2", overrides=base)
     assert _generate_calls() == cold_calls  # every shard skipped: no generation at all
-    assert again["artifact_keys"] == first["artifact_keys"]
+    assert again.artifact_keys == first.artifact_keys
     a = pd.read_parquet(sphere_home / "runs" / "cache-1" / "pairs" / "train.parquet").drop(columns="run_id")
     b = pd.read_parquet(sphere_home / "runs" / "cache-2" / "pairs" / "train.parquet").drop(columns="run_id")
     pd.testing.assert_frame_equal(a, b)
 
     small_before, policy_before = _generate_calls(small=True), _generate_calls(small=False)
     changed = generate_flow(run_id="cache-3", overrides=base + ["models.small={backend: fake, path: fake-small-v2}"])
-    keys_a, keys_c = first["artifact_keys"], changed["artifact_keys"]
+    keys_a, keys_c = first.artifact_keys, changed.artifact_keys
     assert keys_c["questions"] == keys_a["questions"]
     assert keys_c["stage1"] == keys_a["stage1"] and keys_c["stage2"] == keys_a["stage2"]
     assert keys_c["stage3"] != keys_a["stage3"] and keys_c["pairs"] != keys_a["pairs"]
@@ -101,7 +104,7 @@ def test_rerun_is_cached_and_config_change_recomputes_downstream_only(prefect_ap
 
 def test_transient_failure_is_retried(prefect_api, sphere_home, questions_file):
     summary = generate_flow(run_id="flaky", overrides=fake_overrides(questions_file, backend="fake-flaky"))
-    assert summary["pairs"]["train"] > 0
+    assert summary.pairs_train > 0
     assert flaky_loads(sphere_home) == 3  # policy: failed, then loaded on the retry; pi_small: once
     run, _ = _run_record(sphere_home, "flaky")
     assert run["status"] == "completed"
@@ -118,10 +121,3 @@ def test_permanent_failure_is_recorded_and_not_retried(prefect_api, sphere_home,
     assert run["error"].startswith("InputDataError") and "nope.jsonl" in run["error"]
     ingest = [t for t in _task_runs(run["prefect_flow_run_id"]) if t.name == "ingest"]
     assert len(ingest) == 1 and ingest[0].run_count == 1 and ingest[0].state.is_failed()
-
-
-def test_flow_config_matches_cli_resolution(questions_file):
-    from flows.common import resolve_flow_config
-
-    overrides = fake_overrides(questions_file)
-    assert resolve_flow_config(None, "demo", overrides) == load_config("demo", None, overrides)

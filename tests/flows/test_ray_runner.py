@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from flows.generate import generate_flow
+from sphere_core.storage.run_outputs import RunView
 from tests.flows.conftest import REPO_ROOT
 from tests.flows.orch_fakes import fake_overrides
 
@@ -42,8 +43,8 @@ def test_ray_runner_matches_thread_runner(prefect_api, sphere_home, questions_fi
     assert sum(len(g.calls) for g in FakeGenerator.instances) == 0
     threads_home = tmp_path / "threads"
     on_threads = generate_flow(run_id="on-threads", overrides=base + [f"storage.home={threads_home}"])
-    assert on_threads["artifact_keys"] == on_ray["artifact_keys"]  # the runner is in no key
-    for name in ("routing/stage1.parquet", "routing/stage3.parquet", "pairs/train.parquet"):
-        a = pd.read_parquet(sphere_home / "runs" / "on-ray" / name).drop(columns="run_id")
-        b = pd.read_parquet(threads_home / "runs" / "on-threads" / name).drop(columns="run_id")
+    assert on_threads.artifact_keys == on_ray.artifact_keys  # the runner is in no key
+    ray_view, threads_view = RunView(sphere_home, "on-ray"), RunView(threads_home, "on-threads")
+    for read in (lambda v: v.routing("stage1"), lambda v: v.routing("stage3"), lambda v: v.pairs("train")):
+        a, b = (read(v).drop(columns="run_id").reset_index(drop=True) for v in (ray_view, threads_view))
         pd.testing.assert_frame_equal(a, b)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sphere_core.config import load_config
+from sphere_core.config import resolve_config
 from sphere_core.evaluation.metrics import flips, score_items, summary_rows
 from sphere_core.evaluation.report import build_report  # noqa: F401  (import smoke)
 
@@ -58,11 +58,12 @@ def test_evaluate_records_match_regrading_and_adapter_changes_outputs(sphere_hom
     from sphere_core.evaluation.runner import evaluate
     from sphere_core.grading import get_grader
 
-    cfg = load_config(overrides=[
+    cfg = resolve_config(overrides=[
         "evaluation.max_new_tokens=48", "evaluation.greedy=true", "models.policy.device=cpu",
+        "models.policy.path=embedded-small",
     ])
     out = tmp_path / "eval"
-    items, summary = evaluate(cfg, "base", "embedded", None, ["gsm8k"], 2, home=sphere_home, out_dir=out)
+    items, summary = evaluate(cfg, "base", "embedded-small", None, ["gsm8k"], 2, home=sphere_home, out_dir=out)
 
     assert len(items) == 2 and set(items["benchmark"]) == {"gsm8k"}
     saved = pd.read_parquet(out / "base" / "gsm8k.parquet")
@@ -85,8 +86,8 @@ def test_evaluate_records_match_regrading_and_adapter_changes_outputs(sphere_hom
     r2w, w2r = flips(saved["correct_1"], saved["correct_2"])
     assert (metrics["flips_r2w"], metrics["flips_w2r"]) == (r2w, w2r)
 
-    adapter = _random_adapter(resolve_model_path("embedded", sphere_home), tmp_path / "adapter")
+    adapter = _random_adapter(resolve_model_path("embedded-small", sphere_home), tmp_path / "adapter")
     cfg1 = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"self_correction": False})})
-    trained, _ = evaluate(cfg1, "trained", "embedded", adapter, ["gsm8k"], 2, home=sphere_home)
+    trained, _ = evaluate(cfg1, "trained", "embedded-small", adapter, ["gsm8k"], 2, home=sphere_home)
     assert trained["response_2"].isna().all()
     assert trained["response_1"].tolist() != items["response_1"].tolist()  # the adapter was merged in

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sphere_core.generate import run_stage
 from sphere_core.pairs import assemble_pairs, build_pairs, split_pairs
 from sphere_core.schemas import PAIR_COLUMNS
+from sphere_core.stages.runner import run_stage
 from tests.fakes import SCENARIOS, fake_config, fake_questions
 
 
@@ -108,7 +108,7 @@ def test_parquet_loads_with_datasets_as_preference_rows(run, tmp_path):
     import datasets
 
     cfg, qs, routing, trees = run
-    train, _evals = build_pairs(cfg, qs, routing, trees, run_id="r")
+    train, _evals, _dropped = build_pairs(cfg, qs, routing, trees, run_id="r")
     assert list(train.columns) == PAIR_COLUMNS
     train.to_parquet(tmp_path / "train.parquet", index=False)
     ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "train.parquet"), split="train")

@@ -1,126 +1,239 @@
-"""The run report from synthetic run files: every section, valid PNGs, and graceful gaps."""
+"""The run report of a fabricated one-round run: each section's content, valid PNGs, and gaps
+(no store record, an empty run, zero pairs, no training log, no run view, a damaged artifact)."""
 
 from __future__ import annotations
 
-import json
+import re
 
-import pandas as pd
 import pytest
 
-from sphere_core.config import load_config
+from sphere_core.config import resolve_config
+from sphere_core.evaluation import report
 from sphere_core.evaluation.report import build_report
-from sphere_core.paths import run_dir
-from sphere_core.schemas import PAIR_COLUMNS, ROUTING_COLUMNS
+from sphere_core.paths import default_database_url, run_dir
+from sphere_core.stages import stage_titles
+from sphere_core.storage.artifacts import ArtifactStore
 from sphere_core.storage.repo import open_repository
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _routing(run_id: str) -> dict[str, pd.DataFrame]:
-    plan = {
-        "stage1": ["pair"] * 3 + ["pair_inverted"] + ["to_correction"] * 4 + ["to_diversity"] * 2,
-        "stage2": ["pair"] * 2 + ["unresolved"] * 2,
-        "stage3": ["pair", "no_error"],
-    }
-    frames = {}
-    for stage, decisions in plan.items():
-        rows = [{c: None for c in ROUTING_COLUMNS} | {"run_id": run_id, "question_id": f"q{i}",
-                                                       "stage": stage, "decision": d, "reason": "test"}
-                for i, d in enumerate(decisions)]
-        frames[stage] = pd.DataFrame(rows, columns=ROUTING_COLUMNS)
-    return frames
+from sphere_core.storage.run_outputs import RunView, routing_output
+from tests.support.run_factory import (
+    PNG_MAGIC,
+    RoundSpec,
+    fabricate_run,
+    first_stage,
+    main_stages,
+    mixed_spec,
+)
 
 
-def _pairs(run_id: str, stages: list[str]) -> pd.DataFrame:
-    rows = []
-    for i, stage in enumerate(stages):
-        rows.append({
-            "prompt": [{"role": "user", "content": f"p{i}"}],
-            "chosen": [{"role": "assistant", "content": "good"}],
-            "rejected": [{"role": "assistant", "content": "bad"}],
-            "question_id": f"q{i}", "stage": stage, "route": "pair", "granularity": "trajectory",
-            "gold_answer": "1", "reward_chosen": 0.8 + 0.01 * i, "reward_rejected": 0.2 + 0.02 * i,
-            "answer_chosen": "1", "answer_rejected": "2", "run_id": run_id,
-        })
-    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+def _config(*overrides: str):
+    return resolve_config(overrides=["pairs.eval_fraction=0.25", *overrides])
 
 
-def _write_run(home, run_id: str, repo) -> None:
-    run = run_dir(home, run_id)
-    (run / "routing").mkdir(parents=True)
-    for stage, df in _routing(run_id).items():
-        df.to_parquet(run / "routing" / f"{stage}.parquet")
-    (run / "pairs").mkdir()
-    _pairs(run_id, ["stage1"] * 4 + ["stage2"] * 2 + ["stage3"]).to_parquet(run / "pairs" / "train.parquet")
-    _pairs(run_id, ["stage1"]).to_parquet(run / "pairs" / "eval.parquet")
-    (run / "model").mkdir()
-    history = [{"step": s, "loss": 0.69 - 0.05 * s, "epoch": s / 4} for s in range(1, 9)]
-    history += [{"step": s, "eval_loss": 0.7 - 0.04 * s} for s in (2, 4, 6, 8)]
-    (run / "model" / "train_log.json").write_text(json.dumps({
-        "log_history": history, "best_checkpoint": str(run / "model/checkpoints/checkpoint-8"),
-        "metrics": {"n_train": 7, "n_eval": 1, "best_eval_loss": 0.38, "train_loss": 0.5},
-    }))
-    for label, base in (("base", 0.25), ("trained", 0.5)):
-        for bench in ("gsm8k", "math500"):
-            repo.record_evaluation(run_id, label, bench, "pass@1", base, 4)
-            repo.record_evaluation(run_id, label, bench, "self_correction_acc", base + 0.25, 4)
-            repo.record_evaluation(run_id, label, bench, "flips_r2w", 0, 4)
-            repo.record_evaluation(run_id, label, bench, "flips_w2r", 1, 4)
+def _valid_png(path) -> bool:
+    data = path.read_bytes()
+    return data.startswith(PNG_MAGIC) and len(data) > 5000
 
 
-def test_full_report_has_every_section_and_valid_pngs(sphere_home):
-    repo = open_repository(home=sphere_home)
-    cfg = load_config(preset="demo")
-    repo.create_run("r1", cfg.to_dict(), cfg.config_hash())
-    _write_run(sphere_home, "r1", repo)
+@pytest.fixture
+def repo(sphere_home):
+    with open_repository(home=sphere_home) as store:
+        yield store
 
-    path = build_report("r1", sphere_home, repo)
-    text = path.read_text()
-    assert path == run_dir(sphere_home, "r1") / "report.md"
-    for heading in ("## Setup", "## Routing and preference pairs", "## Rewards of chosen vs rejected",
-                    "## DPO training", "## Evaluation (base vs trained)"):
-        assert heading in text, heading
-    assert "π_small = π" in text and "embedded" in text
-    assert "Total preference pairs: **8**" in text
-    assert "| gsm8k | trained | 50 | 75 | 0 | 1 | 4 |" in text
+
+@pytest.fixture(scope="module")
+def full_home(tmp_path_factory):
+    """One fabricated run (every route) and its report, shared by the section tests."""
+    home = tmp_path_factory.mktemp("report_home")
+    with open_repository(default_database_url(home), home) as store:
+        cfg = _config("models.small.path=embedded-small")
+        (fab,) = fabricate_run(home, store, cfg, "r1", [mixed_spec()])
+        text = build_report("r1", home, store).read_text()
+    return home, fab, text
+
+
+@pytest.fixture
+def full_run(full_home):
+    return full_home[1:]
+
+
+def test_status_rounds_and_setup(full_home):
+    home, _, text = full_home
+    assert (run_dir(home, "r1") / "report.md").is_file()
+    assert "Run status: **completed**" in text
+    assert "rounds reached: **1 of 1**" in text
+    assert "`embedded` (Qwen2.5-Coder-0.5B-Instruct)" in text
+    assert "`embedded-small` (SmolLM2-135M-Instruct)" in text
+    assert "π_small is a weaker model of another family, not a smaller sibling as in the paper" in text
+    assert "π_small = π" not in text
+    assert "## Self-evolution rounds" not in text  # one round planned and run
+
+
+def test_table5_pairs_per_route_and_dropped(full_run):
+    fab, text = full_run
+    first, correction, diversity = main_stages()
+    titles = stage_titles()
+    assert (f"| {titles[first]} | 11 | pair 4 (36%), pair_inverted 1 (9%), to_correction 4 (36%), "
+            f"to_diversity 2 (18%) | 4 |") in text
+    assert f"| {titles[correction]} | 4 | pair 2 (50%), pair_inverted 1 (25%), unresolved 1 (25%) | 3 |" in text
+    assert f"| {titles[diversity]} | 2 | pair 1 (50%), no_error 1 (50%) | 1 |" in text
+    assert f"preference pairs: **8** ({len(fab.train)} train, {len(fab.eval)} eval)" in text
+    pairs = fab.pairs
+    for (stage, route), group in pairs.groupby(["stage", "route"]):
+        train, evaluation = int((group["split"] == "train").sum()), int((group["split"] == "eval").sum())
+        assert f"| {titles[stage]} | {route} | trajectory | {train} | {evaluation} | {len(group)} |" in text
+    assert "**Dropped pair candidates: 1**" in text
+    assert f"| {titles[first]} | rejected solution is unfinished (no final answer) | 1 |" in text
+
+
+def test_completion_rollouts_of_chosen_paths(full_run):
+    _, text = full_run
+    first, correction, diversity = main_stages()
+    titles = stage_titles()
+    # first stage: 4 rollouts in its tree (3 Sol_max + 1 Sol_min); 2 of its 4 pairs chose one
+    assert f"| {titles[first]} | 4 | 4 | 2 |" in text
+    assert f"| {titles[correction]} | 0 | 3 | 0 |" in text
+    # the diversity stage's chosen path is the first stage's Sol_max of question 9
+    assert f"| {titles[diversity]} | 0 | 1 | 1 |" in text
+
+
+def test_dpo_loss_and_margins(full_run):
+    _, text = full_run
+    # last train step 8: loss 0.69 - 0.32, margin 0.4, chosen 0.24; eval: margin x 0.9, acc 0.7
+    assert "| metric | train (last logged step) | eval (last logged) | eval (kept adapter) |" in text
+    assert "| loss | 0.37 | 0.38 | 0.38 |" in text
+    assert "| rewards/margins | 0.4 | 0.36 | 0.36 |" in text
+    assert "| rewards/chosen | 0.24 | 0.24 | – |" in text
+    assert "| rewards/rejected | -0.16 | -0.12 | – |" in text
+    assert "| rewards/accuracies | 1 | 0.7 | 0.7 |" in text
+    assert "Implicit-reward accuracy at the end: **0.7**" in text
     assert "checkpoint-8" in text
-    pngs = {p.name for p in (run_dir(sphere_home, "r1") / "report").glob("*.png")}
-    assert pngs == {"routing.png", "rewards.png", "loss.png", "accuracy.png"}
-    for name in pngs:
-        data = (run_dir(sphere_home, "r1") / "report" / name).read_bytes()
-        assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
+    assert "DPO skipped" not in text
+
+
+def test_evaluation_has_n_and_flips(full_run):
+    _, text = full_run
+    assert "| benchmark | model | n | Pass@1 (%) | after self-correction (%) | right→wrong | wrong→right |" in text
+    assert "| gsm8k | base | 4 | 25 | 50 | 0 | 1 |" in text
+    assert "| gsm8k | trained | 4 | 50 | 75 | 0 | 1 |" in text
+    assert "| math500 | trained | 4 | 25 | – | – | – |" in text
+    assert "- gsm8k: Pass@1 25.0% → 50.0% (+25.0 points; n=4" in text
+
+
+def test_one_example_per_stage_and_route_with_its_reason(full_run):
+    fab, text = full_run
+    titles = stage_titles()
+    section = text.split("Example pairs (one per stage and route)")[1]
+    headers = re.findall(r"^\*\*(.+?) · (\w+)\*\* \(trajectory, (\w+) split\): question `([^`]+)`", section, re.MULTILINE)
+    expected = {(titles[s], r) for s, r in fab.pairs[["stage", "route"]].drop_duplicates().itertuples(index=False)}
+    assert {(h[0], h[1]) for h in headers} == expected
+    assert section.count("<details>") == len(expected) == 5
+    why = re.findall(r"^Why: (.+)$", section, re.MULTILINE)
+    assert len(why) == len(headers)
+    stage_of = {v: k for k, v in titles.items()}
+    for (title, route, _, qid), reason in zip(headers, why):
+        row = fab.routing[(fab.routing["question_id"] == qid) & (fab.routing["stage"] == stage_of[title])]
+        assert reason == row["reason"].iloc[0]
+        assert route in set(fab.pairs[fab.pairs["question_id"] == qid]["route"])
+    assert "Problem (first user message):" in section  # the correction stage's prompt has two user turns
+
+
+def test_pngs_are_valid_and_linked(full_home):
+    home, _, text = full_home
+    folder = run_dir(home, "r1") / "report"
+    names = {p.name for p in folder.glob("*.png")}
+    assert names == {"routing.png", "rewards.png", "loss.png", "margins.png", "accuracy.png"}
+    for name in names:
+        assert _valid_png(folder / name), name
         assert f"](report/{name})" in text
 
 
-def test_report_of_an_empty_run_notes_the_missing_parts(sphere_home):
-    repo = open_repository(home=sphere_home)
-    cfg = load_config(overrides=["models.small.path=/models/small"])
-    repo.create_run("r2", cfg.to_dict(), cfg.config_hash())
-    text = build_report("r2", sphere_home, repo).read_text()
-    assert "No routing records yet" in text
-    assert "No preference pairs yet" in text
-    assert "No training yet" in text
-    assert "No evaluation recorded yet" in text
-    assert "π_small = π" not in text and "/models/small" in text
-    assert not list((run_dir(sphere_home, "r2") / "report").glob("*.png"))
+def test_long_texts_are_clipped_in_the_middle():
+    text = "A" * 3000 + "Final Answer: The final answer is $7$."
+    clipped = report._clip(text, report.ANSWER_HEAD, report.ANSWER_TAIL)
+    assert len(clipped) < report.ANSWER_HEAD + report.ANSWER_TAIL + 60
+    assert clipped.endswith("$7$.") and "characters omitted" in clipped
+    assert report._clip("short", 10, 5) == "short"
+    assert report._fenced("a ``` b").startswith("````text")
 
 
 def test_report_without_store_record(sphere_home):
     text = build_report("r3", sphere_home, None).read_text()
     assert "configuration is unknown" in text
+    assert "Run status: **unknown**" in text
 
 
-@pytest.mark.parametrize("missing", ["train_log", "eval"])
-def test_partial_runs(sphere_home, missing):
-    repo = open_repository(home=sphere_home)
-    cfg = load_config()
-    repo.create_run("r4", cfg.to_dict(), cfg.config_hash())
-    _write_run(sphere_home, "r4", repo)
-    run = run_dir(sphere_home, "r4")
-    if missing == "train_log":
-        (run / "model" / "train_log.json").unlink()
-    else:
-        (run / "pairs" / "eval.parquet").unlink()
+def test_report_of_an_empty_run_notes_the_missing_parts(sphere_home, repo):
+    cfg = resolve_config(preset="demo")
+    repo.create_run("r2", cfg.to_dict(), cfg.config_hash())
+    text = build_report("r2", sphere_home, repo).read_text()
+    assert "Run status: **pending**" in text and "the run is in progress or it stopped" in text
+    assert "No routing records for this round" in text
+    assert "DPO skipped: no pairs" in text
+    assert "No evaluation recorded for this round" in text
+    assert "π_small is a weaker model of another family" in text  # demo: Qwen2.5 π, SmolLM2 π_small
+    assert not list((run_dir(sphere_home, "r2") / "report").glob("*.png"))
+    same = resolve_config(overrides=["data.limit=2"])
+    repo.create_run("r3", same.to_dict(), same.config_hash())
+    assert "π_small = π" in build_report("r3", sphere_home, repo).read_text()
+
+
+def test_zero_pairs_run(sphere_home, repo):
+    first, correction, diversity = main_stages()
+    spec = RoundSpec(decisions={first: ["to_correction"] * 2 + ["to_diversity"], correction: ["unresolved"] * 2,
+                                diversity: ["no_error"]},
+                     pass1={"gsm8k": (0.25, 0.0)}, labels=("base",))
+    fabricate_run(sphere_home, repo, _config(), "r0", [spec])
+    text = build_report("r0", sphere_home, repo).read_text()
+    assert "Run status: **completed**" in text
+    assert "**No preference pairs** in this round" in text
+    assert "DPO skipped: no pairs" in text
+    assert "No pair candidate was dropped" in text
+    assert "- gsm8k: base Pass@1 25.0% (n=4); the trained model was not evaluated." in text
+    assert "No preference pairs in this round." in text  # examples and rewards
+
+
+def test_failed_run_without_train_log(sphere_home, repo):
+    (fab,) = fabricate_run(sphere_home, repo, _config(), "r4", [mixed_spec(train=False, pass1={})],
+                           status="failed")
+    repo.set_run_status("r4", "failed", error="TrainingError: out of memory")
     text = build_report("r4", sphere_home, repo).read_text()
-    assert ("No training yet" in text) == (missing == "train_log")
-    assert "## Evaluation (base vs trained)" in text
+    assert "The run was **failed**: TrainingError: out of memory" in text
+    assert f"DPO has not run for this round: `r4/model/train_log.json` is missing although {len(fab.pairs)} pairs" in text
+    assert "No evaluation recorded for this round" in text
+    assert "## Routing and preference pairs" in text and "| 11 |" in text
+
+
+def test_routing_from_the_store_when_the_run_view_is_gone(sphere_home, repo):
+    fabricate_run(sphere_home, repo, _config(), "r5", [mixed_spec()])
+    view = RunView(sphere_home, "r5")
+    (view.dir / "outputs.json").unlink()
+    for split in ("train", "eval"):
+        view.pairs_path(split).unlink()
+    text = build_report("r5", sphere_home, repo).read_text()
+    titles = stage_titles()
+    assert "_Routing read from the store (the run view is missing)._" in text
+    assert f"| {titles[first_stage().name]} | 11 |" in text
+    assert "preference pairs: **8**" in text  # the store's pair rows
+    assert "The pair texts are not on disk" in text
+
+
+def test_damaged_routing_artifact_is_stated(sphere_home, repo):
+    (fab,) = fabricate_run(sphere_home, repo, _config(), "r6", [mixed_spec()])
+    stage = first_stage().name
+    store = ArtifactStore(sphere_home)
+    shard = store.shard_path(routing_output(stage), fab.plan.stages[stage], 0)
+    shard.write_bytes(b"not parquet")
+    text = build_report("r6", sphere_home, repo).read_text()
+    assert "**Unreadable parts:** cannot read the routing of round 1" in text
+    assert "Routing read from the store" in text  # falls back to the store's routing events
+    assert "DPO training" in text and "| loss | 0.37 |" in text
+
+
+def test_unreadable_run_view_is_stated_once(sphere_home, repo):
+    fabricate_run(sphere_home, repo, _config(), "r7", [mixed_spec()])
+    (RunView(sphere_home, "r7").dir / "outputs.json").write_text("{not json")
+    text = build_report("r7", sphere_home, repo).read_text()
+    assert text.count("**Unreadable parts:**") == 1
+    assert "cannot read the run view of round 1: " in text and "outputs.json: Expecting" in text
+    assert "_Routing read from the store (the run view is missing)._" in text
+    assert "| loss | 0.37 |" in text  # the model dir is still read

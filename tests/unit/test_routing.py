@@ -1,9 +1,28 @@
-"""The DESIGN §6 decision table, one branch per test, with reasons and evidence."""
+"""The routing decision table of each stage, one branch per test, with reasons and evidence."""
 
 from __future__ import annotations
 
-from sphere_core.routing import GradedPath, error_row, route_stage1, route_stage2, route_stage3
+from sphere_core.routing import GradedPath, error_row
 from sphere_core.schemas import ROUTING_COLUMNS
+from sphere_core.stages import get_stage
+from sphere_core.stages.base import StageItem
+
+
+def _route(stage: str, best: GradedPath, worst: GradedPath, context: str | None = None) -> dict:
+    item = StageItem("q", "problem", "42", [], context)
+    return get_stage(stage).route("r", item, best, worst)
+
+
+def route_stage1(run_id, qid, gold, best, worst):
+    return _route("stage1", best, worst)
+
+
+def route_stage2(run_id, qid, gold, best, worst, source):
+    return _route("stage2", best, worst, source)
+
+
+def route_stage3(run_id, qid, gold, best, worst, chosen):
+    return _route("stage3", best, worst, chosen)
 
 RIGHT = GradedPath("... Final Answer: 42", "42", True, 0.9)
 WRONG = GradedPath("... Final Answer: 43", "43", False, 0.2)

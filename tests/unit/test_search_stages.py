@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sphere_core.generate import run_stage
 from sphere_core.schemas import ROUTING_COLUMNS, TREE_COLUMNS
+from sphere_core.stages.runner import run_stage
 from tests.fakes import EXPECTED, SCENARIOS, FakeGenerator, fake_config, fake_questions
 
 
@@ -71,7 +71,13 @@ def test_stage3_runs_pi_small(staged):
 
 
 def test_empty_stage_input_returns_empty_frames_without_loading_models(tmp_path):
-    cfg = fake_config("models.policy.backend=does-not-exist")
+    from sphere_core.backends.registry import register_generator
+
+    def explode(spec, home):
+        raise AssertionError("a model was loaded for an empty stage")
+
+    register_generator("explode-on-load", explode)
+    cfg = fake_config("models.policy.backend=explode-on-load")
     empty_up = pd.DataFrame(columns=ROUTING_COLUMNS)
     res = run_stage("stage2", cfg, fake_questions([]), empty_up, run_id="r", home=tmp_path)
     assert res.routing.empty and res.tree.empty and list(res.tree.columns) == TREE_COLUMNS
