@@ -7,7 +7,7 @@ fully cached. ``prefect_overhead_fraction`` = (flow cold - direct) / direct;
 excluded from the flow times and reported as ``prefect_startup_s``.
 
 Work: ``--quick`` uses the scripted fake backends with a fixed sleep per generate call
-(deterministic, realistic shape); otherwise the embedded SmolLM2 demo (minutes on CPU).
+(deterministic, realistic shape); otherwise the demo preset on the embedded models (minutes on CPU).
 
     python bench/orchestration.py --quick
 """
@@ -38,24 +38,23 @@ def _fake_setup(tmp: Path, n_questions: int, delay: float) -> list[str]:
 
 def direct(cfg, home: Path) -> float:
     """The same work as the flow, sequentially through sphere_core (no Prefect)."""
-    from sphere_core.backends.cache import get_generator
-    from sphere_core.data.ingest import ingest_file
-    from sphere_core.generate import build_pairs, run_stage
+    from sphere_core.data.questions import ingest_for_run
+    from sphere_core.pairs import build_pairs
+    from sphere_core.stages import stages_for
+    from sphere_core.stages.runner import run_stage
 
     start = time.perf_counter()
-    policy = cfg.models.policy
-    generator = get_generator(policy, home)
-    questions = ingest_file(cfg.data.path, cfg.data, max_prompt_tokens=max(1, policy.max_model_len - cfg.search.max_step_tokens),
-                            count_tokens=generator.count_tokens).questions
+    questions = ingest_for_run(cfg, home).questions
     size = cfg.orchestration.shard_size
     routing, trees = [], []
     for lo in range(0, len(questions), size):
         shard = questions.iloc[lo : lo + size]
-        first = run_stage("stage1", cfg, shard, None, run_id="direct", home=home)
-        parts = [first] + [run_stage(s, cfg, shard, first.routing, run_id="direct", home=home)
-                           for s in ("stage2", "stage3") if s in cfg.routing.stages]
-        routing += [p.routing for p in parts]
-        trees += [p.tree for p in parts]
+        done: dict = {}
+        for stage in stages_for(cfg.routing.stages):
+            upstream = done[stage.consumes.stage].routing if stage.consumes else None
+            done[stage.name] = run_stage(stage.name, cfg, shard, upstream, run_id="direct", home=home)
+        routing += [p.routing for p in done.values()]
+        trees += [p.tree for p in done.values()]
     import pandas as pd
 
     build_pairs(cfg, questions, pd.concat(routing, ignore_index=True), pd.concat(trees, ignore_index=True),
@@ -78,18 +77,19 @@ def main() -> None:
     preset = None if args.quick else "demo"
 
     from sphere_core.backends.cache import clear_caches
-    from sphere_core.config import load_config
+    from sphere_core.config import resolve_config
 
-    warm = load_config(preset, None, overrides + [f"storage.home={tmp / 'warm'}", "data.limit=2"])
+    warm = resolve_config(preset, None, overrides + [f"storage.home={tmp / 'warm'}", "data.limit=2"])
     os.environ["SPHERE_FAKE_DELAY_S"], delay = "0", os.environ.get("SPHERE_FAKE_DELAY_S", "0")
     direct(warm, tmp / "warm")  # warm-up: model loads and the grader pool start, paid once per process
     os.environ["SPHERE_FAKE_DELAY_S"] = delay
-    direct_s = direct(load_config(preset, None, overrides + [f"storage.home={tmp / 'direct2'}"]), tmp / "direct2")
+    direct_s = direct(resolve_config(preset, None, overrides + [f"storage.home={tmp / 'direct2'}"]), tmp / "direct2")
 
+    from flows.prefect_env import configure_prefect_env
+
+    configure_prefect_env(tmp)
     from prefect import flow
     from prefect.client.orchestration import get_client
-
-    from flows import prefect_env  # noqa: F401
 
     start = time.perf_counter()
     with get_client(sync_client=True) as client:  # starts the ephemeral API once
@@ -111,7 +111,7 @@ def main() -> None:
     result = {
         "bench": "orchestration",
         "mode": "quick-fake" if args.quick else "demo-embedded",
-        "questions": cold["questions"],
+        "questions": cold.questions,
         "shards": len(list((tmp / "flow" / "artifacts" / "questions").glob("*/part-*.parquet"))),
         "direct_s": round(direct_s, 3),
         "flow_cold_s": round(cold_s, 3),

@@ -1,4 +1,4 @@
-"""Search throughput on the embedded model: lock-step batching vs raw generation and vs a loop.
+"""Search throughput on the embedded policy: lock-step batching vs raw generation and vs a loop.
 
 Prints human-readable lines, then ONE JSON line LAST with:
   search_vs_raw_throughput_ratio  generated tokens/s inside the search's generate calls, divided
@@ -6,6 +6,8 @@ Prints human-readable lines, then ONE JSON line LAST with:
                                   prompts (same sequences per call, same max tokens, no stop string)
   lockstep_speedup                wall time of a per-question loop / lock-step search (same questions, seeds)
   prm_time_share                  share of the lock-step search wall time spent in the PRM
+Every phase starts with the generator's prefix key/value cache and the PRM's caches cleared,
+so no phase reuses another's prompts or scores.
 Usage: python bench/search_throughput.py [--quick] [--home DIR]
 """
 
@@ -13,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
-from pathlib import Path
 
-from sphere_core.config import load_config
+from search_setup import load_setup, search_config
+
 from sphere_core.search.params import SearchParams
-from sphere_core.search.pruned import SearchStats, SearchTask, pruned_search
+from sphere_core.search.pruned import SearchStats, pruned_search
 
 
 class Recorder:
@@ -41,6 +44,15 @@ class Recorder:
         return self.inner.generate_steps(prompts, n, temperature, stop, max_tokens, **kw)
 
 
+def _clear(*backends) -> None:
+    """Drop prefix-KV and score caches so that a timed phase starts cold."""
+    for b in backends:
+        for name in ("clear_prefix_cache", "clear_cache"):
+            fn = getattr(b, name, None)
+            if callable(fn):
+                fn()
+
+
 def _tokens(outs) -> int:
     return sum(s.num_tokens or len(s.token_logprobs) for o in outs for s in o)
 
@@ -49,32 +61,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer questions and shorter steps")
     ap.add_argument("--home", default=None, help="SPHERE_HOME (models are converted once under it)")
+    ap.add_argument("--model", default="embedded", help="models.policy.path (also the judge model)")
+    ap.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     args = ap.parse_args()
-    n_q, depth, step_tokens, E = (6, 2, 32, 3) if args.quick else (12, 3, 48, 3)
-    cfg = load_config(overrides=[
-        "data.path=builtin:gsm8k_train", f"data.limit={n_q}", f"search.num_candidates={E}",
-        f"search.max_depth={depth}", f"search.max_step_tokens={step_tokens}", "prm.kind=judge",
-        "models.policy.device=cpu",
-    ])
-    from sphere_core.backends.cache import get_generator, get_prm
-
-    from sphere_core.data.ingest import ingest_file
-    from sphere_core.paths import sphere_home
-    from sphere_core.prompts import solve_messages
-
-    home = Path(args.home) if args.home else sphere_home()
-    home.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    gen = get_generator(cfg.models.policy, home)
-    prm = get_prm(cfg, home)
-    load_s = time.perf_counter() - t0
-    qs = ingest_file(cfg.data.path, cfg.data).questions.head(n_q)
-    tasks = [SearchTask(r["question_id"], r["problem"], str(r["answer"]), solve_messages(r["problem"]))
-             for r in qs.to_dict("records")]
+    n_q, depth, step_tokens, E, completion = (6, 2, 32, 3, 32) if args.quick else (12, 3, 48, 3, 96)
+    cfg = search_config(questions=n_q, E=E, depth=depth, step_tokens=step_tokens, completion=completion,
+                        model=args.model, device="cpu", dtype=args.dtype)
+    gen, prm, load_s, tasks = load_setup(cfg, args.home, n_q)
     params = SearchParams.for_stage(cfg, "stage1")
     gen.generate_steps([gen.apply_chat_template(tasks[0].messages)], 1, 0.8, None, 4, seed=0)  # warm-up
 
     rec, stats = Recorder(gen), SearchStats()
+    _clear(gen, prm)
     t0 = time.perf_counter()
     pruned_search(tasks, rec, prm, params, cfg.reward, stage="stage1", stats=stats)
     lock_s = time.perf_counter() - t0
@@ -84,6 +82,7 @@ def main() -> None:
           f"prm {stats.prm_s:.1f}s")
 
     raw_tokens, raw_s = 0, 0.0
+    _clear(gen, prm)
     for c in rec.calls:
         t0 = time.perf_counter()
         outs = gen.generate_steps(c["prompts"], c["n"], c["temperature"], None, c["max_tokens"],
@@ -94,6 +93,7 @@ def main() -> None:
     print(f"raw replay: {raw_tokens} tokens in {raw_s:.1f}s ({raw_tps:.1f} tok/s) vs search {search_tps:.1f} tok/s")
 
     loop_stats = SearchStats()
+    _clear(gen, prm)
     t0 = time.perf_counter()
     for task in tasks:
         pruned_search([task], gen, prm, params, cfg.reward, stage="stage1", stats=loop_stats)
@@ -105,6 +105,9 @@ def main() -> None:
     print(json.dumps({
         "bench": "search_throughput", "quick": args.quick, "questions": len(tasks), "E": E,
         "max_depth": depth, "max_step_tokens": step_tokens, "prm": cfg.prm.kind,
+        "model": args.model, "dtype": str(gen.dtype).replace("torch.", ""),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "load_avg_1m": round(os.getloadavg()[0], 2), "completion_max_tokens": params.completion_max_tokens,
         "device": "cpu", "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
         "model_load_s": round(load_s, 2),
         "search_generated_tokens": stats.generated_tokens, "search_tokens_per_s": round(search_tps, 2),
