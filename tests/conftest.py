@@ -2,6 +2,7 @@
 
 ``sphere_home``: a fresh $SPHERE_HOME per test whose ``models/`` links to one session-wide
 directory, so the embedded model is converted from its GGUF once per test session.
+``home_store``: the store of that home.
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ def sphere_home(tmp_path, session_models_dir, monkeypatch) -> Path:
     monkeypatch.setenv("SPHERE_HOME", str(home))
     monkeypatch.delenv("SPHERE_DATABASE_URL", raising=False)
     return home
+
+
+@pytest.fixture
+def home_store(sphere_home):
+    """The store of the test's $SPHERE_HOME (its default SQLite database), opened and closed."""
+    from sphere_core.storage.repo import open_repository
+
+    with open_repository(home=sphere_home) as store:
+        yield store
 
 
 @pytest.fixture(scope="session")

@@ -34,12 +34,6 @@ def _valid_png(path) -> bool:
     return data.startswith(PNG_MAGIC) and len(data) > 5000
 
 
-@pytest.fixture
-def repo(sphere_home):
-    with open_repository(home=sphere_home) as store:
-        yield store
-
-
 @pytest.fixture(scope="module")
 def full_home(tmp_path_factory):
     """One fabricated run (every route) and its report, shared by the section tests."""
@@ -162,10 +156,10 @@ def test_report_without_store_record(sphere_home):
     assert "Run status: **unknown**" in text
 
 
-def test_report_of_an_empty_run_notes_the_missing_parts(sphere_home, repo):
+def test_report_of_an_empty_run_notes_the_missing_parts(sphere_home, home_store):
     cfg = resolve_config(preset="demo")
-    repo.create_run("r2", cfg.to_dict(), cfg.config_hash())
-    text = build_report("r2", sphere_home, repo).read_text()
+    home_store.create_run("r2", cfg.to_dict(), cfg.config_hash())
+    text = build_report("r2", sphere_home, home_store).read_text()
     assert "Run status: **pending**" in text and "the run is in progress or it stopped" in text
     assert "No routing records for this round" in text
     assert "DPO skipped: no pairs" in text
@@ -173,17 +167,17 @@ def test_report_of_an_empty_run_notes_the_missing_parts(sphere_home, repo):
     assert "π_small is a weaker model of another family" in text  # demo: Qwen2.5 π, SmolLM2 π_small
     assert not list((run_dir(sphere_home, "r2") / "report").glob("*.png"))
     same = resolve_config(overrides=["data.limit=2"])
-    repo.create_run("r3", same.to_dict(), same.config_hash())
-    assert "π_small = π" in build_report("r3", sphere_home, repo).read_text()
+    home_store.create_run("r3", same.to_dict(), same.config_hash())
+    assert "π_small = π" in build_report("r3", sphere_home, home_store).read_text()
 
 
-def test_zero_pairs_run(sphere_home, repo):
+def test_zero_pairs_run(sphere_home, home_store):
     first, correction, diversity = main_stages()
     spec = RoundSpec(decisions={first: ["to_correction"] * 2 + ["to_diversity"], correction: ["unresolved"] * 2,
                                 diversity: ["no_error"]},
                      pass1={"gsm8k": (0.25, 0.0)}, labels=("base",))
-    fabricate_run(sphere_home, repo, _config(), "r0", [spec])
-    text = build_report("r0", sphere_home, repo).read_text()
+    fabricate_run(sphere_home, home_store, _config(), "r0", [spec])
+    text = build_report("r0", sphere_home, home_store).read_text()
     assert "Run status: **completed**" in text
     assert "**No preference pairs** in this round" in text
     assert "DPO skipped: no pairs" in text
@@ -192,24 +186,24 @@ def test_zero_pairs_run(sphere_home, repo):
     assert "No preference pairs in this round." in text  # examples and rewards
 
 
-def test_failed_run_without_train_log(sphere_home, repo):
-    (fab,) = fabricate_run(sphere_home, repo, _config(), "r4", [mixed_spec(train=False, pass1={})],
+def test_failed_run_without_train_log(sphere_home, home_store):
+    (fab,) = fabricate_run(sphere_home, home_store, _config(), "r4", [mixed_spec(train=False, pass1={})],
                            status="failed")
-    repo.set_run_status("r4", "failed", error="TrainingError: out of memory")
-    text = build_report("r4", sphere_home, repo).read_text()
+    home_store.set_run_status("r4", "failed", error="TrainingError: out of memory")
+    text = build_report("r4", sphere_home, home_store).read_text()
     assert "The run was **failed**: TrainingError: out of memory" in text
     assert f"DPO has not run for this round: `r4/model/train_log.json` is missing although {len(fab.pairs)} pairs" in text
     assert "No evaluation recorded for this round" in text
     assert "## Routing and preference pairs" in text and "| 11 |" in text
 
 
-def test_routing_from_the_store_when_the_run_view_is_gone(sphere_home, repo):
-    fabricate_run(sphere_home, repo, _config(), "r5", [mixed_spec()])
+def test_routing_from_the_store_when_the_run_view_is_gone(sphere_home, home_store):
+    fabricate_run(sphere_home, home_store, _config(), "r5", [mixed_spec()])
     view = RunView(sphere_home, "r5")
     (view.dir / "outputs.json").unlink()
     for split in ("train", "eval"):
         view.pairs_path(split).unlink()
-    text = build_report("r5", sphere_home, repo).read_text()
+    text = build_report("r5", sphere_home, home_store).read_text()
     titles = stage_titles()
     assert "_Routing read from the store (the run view is missing)._" in text
     assert f"| {titles[first_stage().name]} | 11 |" in text
@@ -217,22 +211,22 @@ def test_routing_from_the_store_when_the_run_view_is_gone(sphere_home, repo):
     assert "The pair texts are not on disk" in text
 
 
-def test_damaged_routing_artifact_is_stated(sphere_home, repo):
-    (fab,) = fabricate_run(sphere_home, repo, _config(), "r6", [mixed_spec()])
+def test_damaged_routing_artifact_is_stated(sphere_home, home_store):
+    (fab,) = fabricate_run(sphere_home, home_store, _config(), "r6", [mixed_spec()])
     stage = first_stage().name
     store = ArtifactStore(sphere_home)
     shard = store.shard_path(routing_output(stage), fab.plan.stages[stage], 0)
     shard.write_bytes(b"not parquet")
-    text = build_report("r6", sphere_home, repo).read_text()
+    text = build_report("r6", sphere_home, home_store).read_text()
     assert "**Unreadable parts:** cannot read the routing of round 1" in text
     assert "Routing read from the store" in text  # falls back to the store's routing events
     assert "DPO training" in text and "| loss | 0.37 |" in text
 
 
-def test_unreadable_run_view_is_stated_once(sphere_home, repo):
-    fabricate_run(sphere_home, repo, _config(), "r7", [mixed_spec()])
+def test_unreadable_run_view_is_stated_once(sphere_home, home_store):
+    fabricate_run(sphere_home, home_store, _config(), "r7", [mixed_spec()])
     (RunView(sphere_home, "r7").dir / "outputs.json").write_text("{not json")
-    text = build_report("r7", sphere_home, repo).read_text()
+    text = build_report("r7", sphere_home, home_store).read_text()
     assert text.count("**Unreadable parts:**") == 1
     assert "cannot read the run view of round 1: " in text and "outputs.json: Expecting" in text
     assert "_Routing read from the store (the run view is missing)._" in text

@@ -28,12 +28,6 @@ def _round_two() -> RoundSpec:
                      self_correction={"gsm8k": (0.75, 1.0)}, flips=(1, 2), n_eval=4)
 
 
-@pytest.fixture
-def repo(sphere_home):
-    with open_repository(home=sphere_home) as store:
-        yield store
-
-
 @pytest.fixture(scope="module")
 def evo_home(tmp_path_factory):
     """A completed run of two rounds and its report, shared by the tests that read it."""
@@ -98,10 +92,10 @@ def test_per_round_details_and_pngs(evo_home):
     assert not (folder / "routing.png").exists()
 
 
-def test_a_run_stopped_after_round_one(sphere_home, repo):
+def test_a_run_stopped_after_round_one(sphere_home, home_store):
     cfg = resolve_config(overrides=["pairs.eval_fraction=0.25", "evolution.rounds=2"])
-    fabricate_run(sphere_home, repo, cfg, "half", [mixed_spec()], status="cancelled")
-    text = build_report("half", sphere_home, repo).read_text()
+    fabricate_run(sphere_home, home_store, cfg, "half", [mixed_spec()], status="cancelled")
+    text = build_report("half", sphere_home, home_store).read_text()
     assert "Run status: **cancelled**" in text and "rounds reached: **1 of 2**" in text
     assert "`sphere resume` continues a cancelled run" in text
     assert "Rounds with outputs: **1 of 2** (1)" in text
