@@ -563,12 +563,7 @@ class ArtifactStore:
                 f"missing {[self.shard_path(stage, key, s).name for s in missing]}"
             )
         verdicts = [self._verify(stage, key, s, None) for s in shards]
-        bad = [v for v in verdicts if not v.ok]
-        if bad:
-            raise ArtifactCorruptError(
-                f"artifact {self.artifact_dir(stage, key)}: not writing {MANIFEST}: "
-                + "; ".join(v.describe() for v in bad)
-            )
+        _refuse_damaged(verdicts, f"artifact {self.artifact_dir(stage, key)}: not writing {MANIFEST}: ")
         files: dict[str, dict] = {}
         rows: dict[str, int] = {}
         columns: list[str] = list((meta or {}).get("columns", []))
@@ -609,12 +604,8 @@ class ArtifactStore:
                 f"expected shards 0..{expected_shards - 1}"
             )
         verdicts = [self._verify(stage, key, i, manifest) for i in indices]
-        bad = [v for v in verdicts if not v.ok]
-        if bad:
-            raise ArtifactCorruptError(
-                f"artifact {self.artifact_dir(stage, key)} is complete but damaged: "
-                + "; ".join(v.describe() for v in bad) + "; write the shard(s) again"
-            )
+        _refuse_damaged(verdicts, f"artifact {self.artifact_dir(stage, key)} is complete but damaged: ",
+                        "; write the shard(s) again")
         if any(v.manifest_damaged for v in verdicts):  # it was moved aside: write a fresh one
             return self.write_manifest(stage, key, meta, expected_shards=expected_shards)
         return manifest
@@ -683,3 +674,10 @@ def _shard_index(name: str) -> int:
     if not match:
         raise ArtifactError(f"{name!r} is not a shard file name")
     return int(match.group(1))
+
+
+def _refuse_damaged(verdicts: list, prefix: str, suffix: str = "") -> None:
+    """ArtifactCorruptError describing every shard whose verdict is not ok, if any."""
+    bad = [v for v in verdicts if not v.ok]
+    if bad:
+        raise ArtifactCorruptError(prefix + "; ".join(v.describe() for v in bad) + suffix)
