@@ -127,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"error: {one_line(err)}")
         return err.exit_code
     applied = configure_prefect_env(home)
-    if not _is_tty(sys.stderr):  # model loading bars are carriage-return noise in a log file
+    if not _is_tty(sys.stderr):  # library progress bars are carriage-return noise in a log file
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # e.g. transformers' GGUF conversion bar
     try:
         with LogSession(home, args) as session, _sigterm_raises():
             try:

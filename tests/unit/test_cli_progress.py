@@ -103,3 +103,20 @@ def test_a_quiet_progress_logger_is_opened_and_restored():
                                                (3723, "+1h02m03s")])
 def test_elapsed_format(seconds, text):
     assert format_elapsed(seconds) == text
+
+
+def test_library_bars_are_off_when_stderr_is_a_log_file(sphere_home, monkeypatch, capsys):
+    """Model conversion/loading bars (tqdm, huggingface_hub) would fill a log with carriage
+    returns; the CLI turns them off when stderr is not a terminal and leaves a user's choice."""
+    import os
+
+    from flows.cli import main
+
+    for name in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        monkeypatch.setenv(name, "placeholder")  # monkeypatch restores the real value afterwards
+        monkeypatch.delenv(name)
+    assert main(["runs"]) == 0
+    assert os.environ["TQDM_DISABLE"] == "1" and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    assert main(["runs"]) == 0
+    assert os.environ["TQDM_DISABLE"] == "0"
