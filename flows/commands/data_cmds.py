@@ -103,7 +103,7 @@ def _ingest_table(source: str, summary: dict[str, Any], rejects, rejects_jsonl: 
         table.add_row(key, str(summary[key]))
     out.print(table)
     if len(rejects):
-        reasons = Table(title=f"rejected rows (all in {rejects_jsonl})")
+        reasons = Table(title="rejected rows")
         reasons.add_column("row", justify="right")
         reasons.add_column("reason")
         for rec in rejects.head(10).to_dict(orient="records"):
@@ -111,6 +111,8 @@ def _ingest_table(source: str, summary: dict[str, Any], rejects, rejects_jsonl: 
         if len(rejects) > 10:
             reasons.add_row("…", f"{len(rejects) - 10} more")
         out.print(reasons)
+        out.print(f"rows are numbered from 1 (a header row is not counted); all rejected rows: "
+                  f"{rejects_jsonl}", soft_wrap=True)
 
 
 def grade(
