@@ -8,7 +8,8 @@ the configured Grader. An empty turn-1 answer, or a turn-2 prompt longer than th
 skips turn 2 for that item: its turn-1 answer stands as the final one (``note`` says why).
 
 Writes per-item Parquet files ``<out_dir>/<label>/<benchmark>.parquet`` and returns
-(items, summary). Recording summaries in the store is :func:`record_summary`'s job.
+(items, summary). The items of one model on one question set are also a content-addressed
+artifact (``eval_items``): the same weights, questions and settings are evaluated once. Recording summaries in the store is :func:`record_summary`'s job.
 """
 
 from __future__ import annotations
@@ -157,12 +158,18 @@ def evaluate_model(cfg: SphereConfig, model_label: str, spec, benchmark: str, li
     """One model (a ``ModelSpec``, built through the backend registry) on one benchmark:
     (per-item records, summary rows); the items are written to ``out_dir/<label>/<bench>.parquet``."""
     from sphere_core.evaluation.models import load_generator
+    from sphere_core.storage.run_outputs import RunOutputs, eval_key
 
     questions = load_questions(benchmark, limit, benchmark_file)
-    generator = load_generator(spec, home)
-    progress.emit("info", f"evaluate {model_label} on {benchmark}: {len(questions)} questions",
-                  stage="evaluate", model=model_label, benchmark=benchmark, total=len(questions))
-    items = evaluate_questions(generator, questions, cfg, desc=f"{model_label}/{benchmark}")
+
+    def compute() -> pd.DataFrame:
+        generator = load_generator(spec, home)
+        progress.emit("info", f"evaluate {model_label} on {benchmark}: {len(questions)} questions",
+                      stage="evaluate", model=model_label, benchmark=benchmark, total=len(questions))
+        return evaluate_questions(generator, questions, cfg, desc=f"{model_label}/{benchmark}")
+
+    key = eval_key(cfg, spec, benchmark, questions)
+    items, reused = RunOutputs(home).evaluation(key, compute) if key else (compute(), False)
     if out_dir is not None:
         path = Path(out_dir) / model_label / f"{benchmark}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,9 +177,10 @@ def evaluate_model(cfg: SphereConfig, model_label: str, spec, benchmark: str, li
         items.to_parquet(tmp, index=False)
         tmp.replace(path)
     summary = summary_rows(model_label, benchmark, items)
+    reuse_note = " (reused: same weights, questions and settings)" if reused else ""
     progress.emit("info", f"evaluate {model_label} on {benchmark}: Pass@1 "
-                  f"{items['correct_1'].astype(bool).mean() if len(items) else 0:.1%} (n={len(items)})",
-                  stage="evaluate", model=model_label, benchmark=benchmark)
+                  f"{items['correct_1'].astype(bool).mean() if len(items) else 0:.1%} (n={len(items)})"
+                  f"{reuse_note}", stage="evaluate", model=model_label, benchmark=benchmark)
     return items, summary
 
 

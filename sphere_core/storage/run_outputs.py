@@ -8,6 +8,12 @@ questions from); the pairs key hashes the pairs config and every stage key. So c
 stage's config recomputes that stage and what is downstream only, and two runs with the same
 config share every artifact. :func:`plan_run` computes the chain (pure, cheap).
 
+**Evaluations.** One model on one benchmark is an artifact too (``eval_items``), keyed by
+:func:`eval_key`: the evaluation and grading settings, the model spec, its weights
+(:func:`weights_fingerprint`) and the questions themselves. A resumed run therefore does not
+evaluate again what it finished before a kill, and a second run with the same base model does
+not evaluate that base again.
+
 **Shards.** :meth:`RunOutputs.stage_shard` claims a shard (an inter-process lock), reuses it
 when a verified copy exists, else reads its inputs, calls the stage and writes the tree first
 and the routing last (routing present = shard done). Concurrent runs therefore never compute a
@@ -34,7 +40,7 @@ from typing import Any
 
 import pandas as pd
 
-from sphere_core.config import SphereConfig
+from sphere_core.config import ModelSpec, SphereConfig
 from sphere_core.errors import ArtifactError, RunNotFoundError
 from sphere_core.paths import run_dir
 from sphere_core.schemas import (
@@ -48,6 +54,7 @@ from sphere_core.schemas import (
 from sphere_core.storage.artifacts import ArtifactStore, artifact_key
 
 QUESTIONS, REJECTS = "questions", "rejects"
+EVAL_ITEMS = "eval_items"
 PAIRS = {"train": "pairs_train", "eval": "pairs_eval"}
 VIEW_FILE = "outputs.json"
 
@@ -92,6 +99,60 @@ def ingest_key(cfg: SphereConfig, fingerprint: str) -> str:
         "max_step_tokens": d["search"]["max_step_tokens"],
     }
     return artifact_key("ingest", config, [fingerprint])
+
+
+def weights_fingerprint(spec: ModelSpec) -> list[str] | None:
+    """What identifies the weights behind ``spec``; None when they cannot be identified.
+
+    An adapter is hashed by content (small, and rewritten in place by training); a model
+    directory or file by its files' names, sizes and modification times (cheap for 7B+
+    checkpoints); an embedded model by its name (its bytes are pinned by SHA-256). The
+    weights behind a server URL (``base_url``) are unknown: None, and nothing is reused.
+    """
+    from sphere_core.backends.embedded import EMBEDDED_MODELS
+
+    if spec.base_url:
+        return None
+    parts = []
+    for label, value, by_content in (("path", spec.path, False), ("adapter", spec.adapter, True)):
+        if not value:
+            continue
+        root = Path(value).expanduser()
+        if value in EMBEDDED_MODELS or not root.exists():
+            parts.append(f"{label}:{value}")
+            continue
+        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
+        digest = hashlib.sha256()
+        for f in files:
+            stat = f.stat()
+            digest.update(f"{f.relative_to(root) if f != root else f.name}\0{stat.st_size}\0".encode())
+            if by_content:
+                with f.open("rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(block)
+            else:
+                digest.update(str(stat.st_mtime_ns).encode())
+        parts.append(f"{label}:{digest.hexdigest()[:24]}")
+    return parts
+
+
+def eval_key(cfg: SphereConfig, spec: ModelSpec, benchmark: str, questions: pd.DataFrame) -> str | None:
+    """Key of one model's evaluation on one question set; None when it must not be reused."""
+    weights = weights_fingerprint(spec)
+    if weights is None:
+        return None
+    d = cfg.to_dict()
+    config = {
+        "evaluation": {k: v for k, v in d["evaluation"].items() if k not in ("benchmarks", "limit", "compare_base")},
+        "grading": {k: v for k, v in d["grading"].items() if k != "workers"},
+        "model": spec.model_dump(mode="json"),
+        # the second turn's context budget comes from the policy section
+        "max_model_len": d["models"]["policy"]["max_model_len"],
+        "benchmark": benchmark,
+    }
+    cols = [c for c in ("question_id", "problem", "answer") if c in questions.columns]
+    rows = hashlib.sha256(pd.util.hash_pandas_object(questions[cols].astype(str), index=False).values.tobytes())
+    return artifact_key(EVAL_ITEMS, config, [*weights, f"questions-{rows.hexdigest()[:24]}"])
 
 
 @dataclass(frozen=True)
@@ -241,6 +302,17 @@ class RunOutputs:
 
     def read_pairs(self, plan: RunPlan, split: str, run_id: str) -> pd.DataFrame:
         return self.store.read_stage(PAIRS[split], plan.pairs_key).assign(run_id=run_id)
+
+    # -- evaluations ------------------------------------------------------------------------------
+    def evaluation(self, key: str, compute: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, bool]:
+        """Per-item evaluation records under ``key`` (computed once): (items, reused)."""
+        with self.store.claim_artifact(EVAL_ITEMS, key):
+            if self.store.is_complete(EVAL_ITEMS, key, verify=True):
+                return self.store.read_stage(EVAL_ITEMS, key), True
+            items = compute()
+            self.store.write_shard(EVAL_ITEMS, key, 0, items)
+            self.store.write_manifest(EVAL_ITEMS, key, {"schema_version": SCHEMA_VERSION}, expected_shards=1)
+            return items, False
 
     # -- the run view ------------------------------------------------------------------------------
     def publish(self, run_id: str, plan: RunPlan, extra: dict[str, Any] | None = None) -> Path:
