@@ -61,7 +61,10 @@ def evaluate(
     round: RoundOpt = 1,
     preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
-    """Pass@1 and two-turn self-correction: base vs trained (--run) or one model (--model)."""
+    """Pass@1 and two-turn self-correction: base vs trained (--run) or one model (--model).
+
+    A model already evaluated on the same questions with the same settings is not evaluated again: its stored per-item results are reused (a retrained adapter, other weights, questions or settings evaluate afresh; so does a model served at a URL). Change evaluation.seed for a fresh sample.
+    """
     from flows.evaluate import evaluate_flow
     from flows.progress import ProgressDisplay
     from sphere_core.errors import EvaluationError
