@@ -102,37 +102,19 @@ def ingest_key(cfg: SphereConfig, fingerprint: str) -> str:
 
 
 def weights_fingerprint(spec: ModelSpec) -> list[str] | None:
-    """What identifies the weights behind ``spec``; None when they cannot be identified.
+    """What identifies the weights behind ``spec`` beyond its fields; None when nothing can.
 
-    An adapter is hashed by content (small, and rewritten in place by training); a model
-    directory or file by its files' names, sizes and modification times (cheap for 7B+
-    checkpoints); an embedded model by its name (its bytes are pinned by SHA-256). The
+    Model paths are keyed as everywhere else (the spec's path, plus ``weights_id`` for a merged
+    model of an earlier round); an adapter, rewritten in place by training, by its content. The
     weights behind a server URL (``base_url``) are unknown: None, and nothing is reused.
     """
-    from sphere_core.backends.embedded import EMBEDDED_MODELS
+    from sphere_core.evolution import weights_id
 
     if spec.base_url:
         return None
-    parts = []
-    for label, value, by_content in (("path", spec.path, False), ("adapter", spec.adapter, True)):
-        if not value:
-            continue
-        root = Path(value).expanduser()
-        if value in EMBEDDED_MODELS or not root.exists():
-            parts.append(f"{label}:{value}")
-            continue
-        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
-        digest = hashlib.sha256()
-        for f in files:
-            stat = f.stat()
-            digest.update(f"{f.relative_to(root) if f != root else f.name}\0{stat.st_size}\0".encode())
-            if by_content:
-                with f.open("rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        digest.update(block)
-            else:
-                digest.update(str(stat.st_mtime_ns).encode())
-        parts.append(f"{label}:{digest.hexdigest()[:24]}")
+    parts = [f"weights:{weights_id(spec.path)}"]
+    if spec.adapter:
+        parts.append(f"adapter:{input_fingerprint(Path(spec.adapter).expanduser())}")
     return parts
 
 
