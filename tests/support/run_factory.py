@@ -328,3 +328,15 @@ def fabricate_run(home: Path, repo, cfg: SphereConfig, run_id: str, specs: list[
     rounds = [fabricate_round(home, repo, cfg, run_id, r, spec) for r, spec in enumerate(specs, start=1)]
     repo.set_run_status(run_id, status)
     return rounds
+
+
+def fabricated_report(home: Path, cfg: SphereConfig, run_id: str, rounds: list[RoundSpec]):
+    """A fabricated run in a fresh ``home`` with its report built: (rounds, report text)."""
+    from sphere_core.evaluation.report import build_report
+    from sphere_core.paths import default_database_url
+    from sphere_core.storage.repo import open_repository
+
+    with open_repository(default_database_url(home), home) as store:
+        fabricated = fabricate_run(home, store, cfg, run_id, rounds)
+        text = build_report(run_id, home, store).read_text()
+    return fabricated, text

@@ -10,15 +10,15 @@ import pytest
 from sphere_core.config import resolve_config
 from sphere_core.evaluation import report
 from sphere_core.evaluation.report import build_report
-from sphere_core.paths import default_database_url, run_dir
+from sphere_core.paths import run_dir
 from sphere_core.stages import stage_titles
 from sphere_core.storage.artifacts import ArtifactStore
-from sphere_core.storage.repo import open_repository
 from sphere_core.storage.run_outputs import RunView, routing_output
 from tests.support.run_factory import (
     PNG_MAGIC,
     RoundSpec,
     fabricate_run,
+    fabricated_report,
     first_stage,
     main_stages,
     mixed_spec,
@@ -38,10 +38,7 @@ def _valid_png(path) -> bool:
 def full_home(tmp_path_factory):
     """One fabricated run (every route) and its report, shared by the section tests."""
     home = tmp_path_factory.mktemp("report_home")
-    with open_repository(default_database_url(home), home) as store:
-        cfg = _config("models.small.path=embedded-small")
-        (fab,) = fabricate_run(home, store, cfg, "r1", [mixed_spec()])
-        text = build_report("r1", home, store).read_text()
+    (fab,), text = fabricated_report(home, _config("models.small.path=embedded-small"), "r1", [mixed_spec()])
     return home, fab, text
 
 

@@ -6,13 +6,13 @@ import pytest
 
 from sphere_core.config import resolve_config
 from sphere_core.evaluation.report import build_report
-from sphere_core.paths import default_database_url, run_dir
+from sphere_core.paths import run_dir
 from sphere_core.stages import stage_titles
-from sphere_core.storage.repo import open_repository
 from tests.support.run_factory import (
     PNG_MAGIC,
     RoundSpec,
     fabricate_run,
+    fabricated_report,
     first_stage,
     main_stages,
     mixed_spec,
@@ -33,9 +33,7 @@ def evo_home(tmp_path_factory):
     """A completed run of two rounds and its report, shared by the tests that read it."""
     home = tmp_path_factory.mktemp("rounds_home")
     cfg = resolve_config(overrides=["pairs.eval_fraction=0.25", "evolution.rounds=2"])
-    with open_repository(default_database_url(home), home) as store:
-        rounds = fabricate_run(home, store, cfg, "evo", [mixed_spec(), _round_two()])
-        text = build_report("evo", home, store).read_text()
+    rounds, text = fabricated_report(home, cfg, "evo", [mixed_spec(), _round_two()])
     return home, rounds, text
 
 
