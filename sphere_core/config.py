@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sphere_core.errors import ConfigError
+from sphere_core.presets import PRESETS
 
 EMBEDDED = "embedded"
 """Model path of the embedded policy default: Qwen2.5-Coder-0.5B-Instruct (six PyPI wheels)."""
@@ -261,46 +262,6 @@ class SphereConfig(Section):
 
     def config_hash(self) -> str:
         return self.section_hash(*self.to_dict().keys())
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # Embedded models on CPU: Qwen2.5-Coder-0.5B policy + judge, SmolLM2-135M as pi_small,
-    # 8 questions chosen to be solved part of the time (docs/demo.md); ends in minutes.
-    "demo": {
-        "models": {"small": {"path": "embedded-small"}},
-        "data": {"path": "builtin:gsm8k_demo", "limit": 8},
-        "search": {"num_candidates": 3, "max_depth": 3, "max_step_tokens": 96,
-                   "completion_max_tokens": 160},
-        "prm": {"kind": "judge", "batch_size": 16},
-        "training": {
-            "num_epochs": 1,
-            "max_steps": 8,
-            "learning_rate": 5e-5,
-            "warmup_ratio": 0.0,
-            "lora_r": 8,
-            "lora_alpha": 16,
-            "per_device_batch_size": 2,
-            "max_length": 512,
-        },
-        "evaluation": {"benchmarks": ["gsm8k", "math500"], "limit": 8, "max_new_tokens": 256},
-        "pairs": {"eval_fraction": 0.25},
-        "orchestration": {"shard_size": 8, "retries": 1, "retry_delay_s": 1},
-    },
-    # The paper's settings; model paths must be supplied by the user (local dirs).
-    "paper": {
-        "search": {"num_candidates": 5, "temperature": 0.8, "small_candidates_factor": 2},
-        "training": {
-            "beta": 0.8,
-            "learning_rate": 1e-6,
-            "warmup_ratio": 0.2,
-            "num_epochs": 10,
-            "lora_r": 64,
-            "lora_alpha": 128,
-            "lora_dropout": 0.05,
-        },
-        "evaluation": {"temperature": 0.1, "top_p": 1.0, "top_k": 50},
-    },
-}
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
