@@ -198,6 +198,9 @@ class EvolutionConfig(Section):
     )
     evolve_small: bool = Field(
         False, description="Later rounds also use the trained policy as pi_small (default: unchanged)."
+    bootstrap_samples: int = Field(10000, ge=100, description="Paired-bootstrap resamples of the "
+                                   "Pass@1 difference's 95% CI (base vs trained, `sphere compare`).")
+    bootstrap_seed: int = Field(0, description="Seed of the paired bootstrap.")
     )
 
 

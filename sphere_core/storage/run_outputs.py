@@ -118,6 +118,10 @@ def weights_fingerprint(spec: ModelSpec) -> list[str] | None:
     return parts
 
 
+# what changes neither the questions nor the answers (the statistics are computed from the items)
+_NOT_IN_EVAL_KEY = ("benchmarks", "limit", "compare_base", "bootstrap_samples", "bootstrap_seed")
+
+
 def eval_key(cfg: SphereConfig, spec: ModelSpec, benchmark: str, questions: pd.DataFrame) -> str | None:
     """Key of one model's evaluation on one question set; None when it must not be reused."""
     weights = weights_fingerprint(spec)
@@ -125,7 +129,7 @@ def eval_key(cfg: SphereConfig, spec: ModelSpec, benchmark: str, questions: pd.D
         return None
     d = cfg.to_dict()
     config = {
-        "evaluation": {k: v for k, v in d["evaluation"].items() if k not in ("benchmarks", "limit", "compare_base")},
+        "evaluation": {k: v for k, v in d["evaluation"].items() if k not in _NOT_IN_EVAL_KEY},
         "grading": {k: v for k, v in d["grading"].items() if k != "workers"},
         "model": spec.model_dump(mode="json"),
         # the second turn's context budget comes from the policy section
