@@ -1,0 +1,140 @@
+"""Calibration of the search reward: which PRM and which Eq. 3 terms make Sol_max the right path.
+
+Over the first N questions of ``builtin:gsm8k_tune`` (GSM8K-train, disjoint from the demo, the
+study set and every benchmark), each *variant* runs Stage 1 the way the pipeline does
+(``stages.runner.run_stage`` with the demo preset's search settings: E=3, depth 3, completion
+rollout) with its own PRM kind and reward terms steering the search, and is measured with
+``sphere_core.calibration``:
+
+* ``sol_max_right_share``: pair / (pair + pair_inverted) among its contrastive questions
+  (steered: the search ran with this variant's reward);
+* ``auroc``: AUROC of the path reward for final-answer correctness over every finished path of
+  its tree, with ``auroc_routed`` over the two routed paths only;
+* ``rescored``: the AUROC of the *same* finished paths re-scored with the PRM term only
+  (``prm``), the advantage term only (``adv``) and both (``eq3``) from the stored PRM scores and
+  log-probs (not steered: same paths, other reward);
+* ``s_per_question``: Stage-1 wall seconds / N (model loading excluded).
+
+A variant is ``KIND:TERMS``: KIND a CPU PRM (``judge``, ``mc-rollout``, ``outcome``, ``random``),
+TERMS ``eq3`` (Eq. 3: PRM + advantage), ``prm`` or ``adv``. Each variant's tree and routing are
+written under ``--out`` so the figures can be recomputed. Progress goes to stderr; ONE JSON
+object is printed LAST on stdout.
+
+    python bench/prm_calibration.py --quick
+    python bench/prm_calibration.py --questions 24 --variants judge:eq3,judge:prm,outcome:prm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+DEFAULT_VARIANTS = ("judge:eq3", "judge:prm", "judge:adv", "outcome:prm", "outcome:eq3",
+                    "random:prm", "mc-rollout:prm")
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def variant_overrides(variant: str, args) -> list[str]:
+    from sphere_core.calibration import TERMS
+
+    kind, _, terms = variant.partition(":")
+    if terms not in TERMS:
+        raise SystemExit(f"variant {variant!r}: terms must be one of {', '.join(TERMS)}")
+    use_prm, use_adv = TERMS[terms]
+    out = [f"prm.kind={kind}", f"reward.use_prm={use_prm}", f"reward.use_advantage={use_adv}"]
+    if kind == "mc-rollout":
+        out += [f"prm.mc_rollouts={args.mc_rollouts}", f"prm.mc_max_tokens={args.mc_max_tokens}"]
+    return out
+
+
+def run_variant(variant: str, args, home: Path, out: Path) -> dict:
+    import pandas as pd
+
+    from sphere_core.calibration import TERMS, calibrate
+    from sphere_core.config import resolve_config
+    from sphere_core.data.ingest import ingest_file
+    from sphere_core.search.pruned import SearchStats
+    from sphere_core.stages.runner import run_stage
+
+    n = args.questions if not variant.startswith("mc-rollout") else min(args.questions,
+                                                                        args.mc_questions)
+    cfg = resolve_config(preset="demo", overrides=[
+        "data.path=builtin:gsm8k_tune", f"data.limit={n}", *variant_overrides(variant, args)])
+    questions = ingest_file(cfg.data.path, cfg.data).questions.head(n)
+    golds = {str(q): str(a) for q, a in zip(questions["question_id"], questions["answer"])}
+    trees, routings, wall, stats = [], [], 0.0, SearchStats()
+    run_id = f"calib-{variant.replace(':', '-')}"
+    for start in range(0, n, args.chunk):
+        chunk = questions.iloc[start:start + args.chunk]
+        t0 = time.perf_counter()
+        res = run_stage("stage1", cfg, chunk, None, run_id=run_id, home=home, stats=stats)
+        wall += time.perf_counter() - t0
+        trees.append(res.tree)
+        routings.append(res.routing)
+        done = start + len(chunk)
+        counts = pd.concat(routings)["decision"].value_counts().to_dict()
+        _log(f"{variant}: {done}/{n} questions, {wall / done:.1f} s/question, {counts}")
+    tree, routing = pd.concat(trees, ignore_index=True), pd.concat(routings, ignore_index=True)
+    tree.to_parquet(out / f"{run_id}-tree.parquet")
+    routing.to_parquet(out / f"{run_id}-routing.parquet")
+    cal = calibrate(tree, routing, golds, cfg.grading)
+    rescored = {t: calibrate(tree, routing, golds, cfg.grading, terms=t).auroc for t in TERMS}
+    return {"variant": variant, "questions": n, "s_per_question": round(wall / n, 2),
+            **cal.as_dict(), "rescored_auroc": rescored, "search_stats": stats.as_dict()}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 questions, judge:eq3 and outcome:prm")
+    ap.add_argument("--questions", type=int, default=24)
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
+    ap.add_argument("--mc-questions", type=int, default=8, help="cap for mc-rollout variants")
+    ap.add_argument("--mc-rollouts", type=int, default=2)
+    ap.add_argument("--mc-max-tokens", type=int, default=128)
+    ap.add_argument("--chunk", type=int, default=8, help="questions per lock-step batch")
+    ap.add_argument("--home", default=None, help="SPHERE_HOME (models are cached there)")
+    ap.add_argument("--out", default=None, help="where trees and routing are written")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.questions, args.variants = 2, "judge:eq3,outcome:prm"
+    from sphere_core.paths import sphere_home
+
+    home = Path(args.home) if args.home else sphere_home()
+    out = Path(args.out) if args.out else home / "bench" / "prm_calibration"
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    load = os.getloadavg()[0]
+    for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
+        _log(f"variant {variant}")
+        results.append(run_variant(variant, args, home, out))
+        (out / "partial.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps({
+        "bench": "prm_calibration", "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "data": "builtin:gsm8k_tune",
+        "load_avg_start": round(load, 2), "load_avg_end": round(os.getloadavg()[0], 2),
+        "variants": results,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
