@@ -53,6 +53,7 @@ _COMMAND_MODULES = (
     "flows.commands.pipeline_cmds",  # run, resume, generate
     "flows.commands.serve_cmds",  # serve
     "flows.commands.train_cmds",  # train, evaluate, report
+    "flows.commands.eval_cmds",  # compare
     "flows.commands.store_cmds",  # runs, routes, db
     "flows.commands.data_cmds",  # ingest, grade
     "flows.commands.config_cmds",  # config
@@ -65,7 +66,7 @@ for _mod in _COMMAND_MODULES:
         if _err.name != _mod:
             raise
 
-NAME_PARAMS = {"run_id": "run id", "run": "run id"}
+NAME_PARAMS = {"run_id": "run id", "run": "run id", "run_a": "run id", "run_b": "run id"}
 """Command parameters whose values become directory names under ``$SPHERE_HOME``."""
 
 TERM_GRACE_ENV = "SPHERE_TERM_GRACE_S"

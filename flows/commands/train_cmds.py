@@ -17,6 +17,7 @@ from flows.commands.common import ConfigOpt, PresetOpt, SetOpt, out
 
 RunOpt = Annotated[str | None, typer.Option("--run", help="Run id (see `sphere runs`).")]
 RoundOpt = Annotated[int, typer.Option("--round", min=1, help="Round of a multi-round run.")]
+EvalFormatOpt = Annotated[str, typer.Option("--format", "-f", help="Output format: table | json.")]
 BENCH_HELP = "Comma-separated: gsm8k,math500,aime24,aime22_24,amc23,olympiadbench (default: config)."
 
 
@@ -60,15 +61,25 @@ def evaluate(
     benchmark_file: Annotated[Path | None, typer.Option("--benchmark-file", help="Own question file (jsonl/csv/parquet).")] = None,
     round: RoundOpt = 1,
     preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+    fmt: EvalFormatOpt = "table",
 ) -> None:
     """Pass@1 and two-turn self-correction: base vs trained (--run) or one model (--model).
 
+    Base vs trained adds paired statistics per benchmark (docs/evaluation.md): the Pass@1 difference with a 95% paired-bootstrap CI, the exact McNemar p-value, right->wrong and wrong->right counts, and each model's share of answers without a parsable final answer.
+
     A model already evaluated on the same questions with the same settings is not evaluated again: its stored per-item results are reused (a retrained adapter, other weights, questions or settings evaluate afresh; so does a model served at a URL). Change evaluation.seed for a fresh sample.
     """
+    from flows.commands.eval_cmds import (
+        check_format,
+        echo_json,
+        evaluation_statistics,
+        print_comparisons,
+    )
     from flows.evaluate import evaluate_flow
     from flows.progress import ProgressDisplay
     from sphere_core.errors import EvaluationError
 
+    check_format(fmt)
     if not run and not model:
         raise EvaluationError("give --run ID (base vs trained) or --model PATH")
     names = [b.strip() for b in benchmarks.split(",") if b.strip()] if benchmarks else []
@@ -77,7 +88,13 @@ def evaluate(
     with ProgressDisplay():
         result = evaluate_flow(run_id=run, config=cfg, model_path=model, limit=limit,
                                benchmark_file=str(benchmark_file) if benchmark_file else None, round=round)
+    stats = evaluation_statistics(result, cfg)
+    if fmt == "json":
+        echo_json({"run_id": result.run_id, "out_dir": result.out_dir, "rows": result.rows,
+                   "comparisons": [c.as_dict() for c in stats]})
+        return
     print_evaluation(result.rows)
+    print_comparisons(stats, title="Base vs trained")
     out.print(f"per-item outputs: {result.out_dir}", markup=False, highlight=False)
 
 
