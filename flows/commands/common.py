@@ -15,12 +15,13 @@ import typer
 from rich.console import Console
 
 from sphere_core.config import resolve_config  # noqa: F401  (the one resolver, re-exported for commands)
+from sphere_core.presets import PRESETS
 
 console = Console(stderr=True)
 out = Console()
 
 PresetOpt = Annotated[
-    str | None, typer.Option("--preset", "-p", help="Config preset: demo | paper.")
+    str | None, typer.Option("--preset", "-p", help=f"Config preset: {' | '.join(PRESETS)}.")
 ]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file (applied after the preset).")
