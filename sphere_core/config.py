@@ -101,6 +101,30 @@ class SearchConfig(Section):
         None, gt=0, le=0.5, description="Keep this fraction of candidates instead of `keep` (ablation)."
     )
     seed: int = 0
+    strategy: Literal["pruned", "sampling"] = Field(
+        "pruned",
+        description="pruned: the PRM-guided pruned tree search (Sol_max / Sol_min by Eq. 3 "
+        "reward). sampling: the equal-budget control arm, whole solutions sampled per question "
+        "at the same temperature, a verified-right one chosen and a verified-wrong one "
+        "rejected, no PRM (docs/algorithm.md, 'Control arm').",
+    )
+    samples_per_question: int | None = Field(
+        None, ge=1,
+        description="sampling: N whole solutions per question (Stage 3: small_candidates_factor "
+        "x N); None = num_candidates. With sampling_token_budget set it caps the samples instead.",
+    )
+    sampling_token_budget: int | None = Field(
+        None, ge=1,
+        description="sampling: draw whole solutions in rounds until this many tokens were "
+        "generated for the question (Stage 3: small_candidates_factor x); set it to a pruned "
+        "run's measured Stage-1 tokens per question to compare the two at equal budget.",
+    )
+    sampling_max_tokens: int | None = Field(
+        None, ge=1,
+        description="sampling: token limit of one whole solution; None = the longest path the "
+        "pruned search can write (max_depth x max_step_tokens + completion_max_tokens).",
+    )
+
 
 
 class RewardConfig(Section):
@@ -240,6 +264,13 @@ class SphereConfig(Section):
         if evo.question_schedule == "fresh" and evo.questions_per_round is None and self.data.limit is None:
             raise ValueError("evolution.question_schedule=fresh needs evolution.questions_per_round "
                              "(or data.limit): the size of each round's slice")
+        return self
+
+    @model_validator(mode="after")
+    def _sampling_has_no_step_pairs(self) -> SphereConfig:
+        if self.search.strategy == "sampling" and self.pairs.step_pairs:
+            raise ValueError("pairs.step_pairs needs search.strategy=pruned: step pairs rank sibling "
+                             "steps by PRM reward, and the sampling strategy scores no steps")
         return self
 
     # -- derived views -------------------------------------------------------------

@@ -20,9 +20,12 @@ TREE_COLUMNS = [
     "run_id", "question_id", "stage", "path", "depth", "node_id", "parent_id",
     "candidate_index", "text", "policy_mean_logprob", "prm_score", "orm_score",
     "reward", "selected", "terminal", "finish_reason", "extracted_answer", "completion",
+    "num_tokens",
 ]
 """``completion`` is True on a step written by the completion rollout that finishes a path which
-reached ``search.max_depth`` (or was cut by ``search.max_step_tokens``) without a final answer."""
+reached ``search.max_depth`` (or was cut by ``search.max_step_tokens``) without a final answer.
+``num_tokens``: the tokens generated for the node (answer-cue tokens included), so a stage's
+generated tokens are the sum over its tree rows (missing, i.e. NaN, in runs made before it)."""
 
 # routing: one row per question per stage
 ROUTING_COLUMNS = [

@@ -25,7 +25,8 @@ to_correction -> stage2 pair; unresolved -> to_correction -> unresolved; diverse
 to_diversity -> stage3 pair; no_error -> to_diversity -> no_error; error -> error.
 
 Steps at depth < ``terminal_depth`` (default 1) are intermediate; the step at
-``terminal_depth`` holds ``Final Answer: \\boxed{..}``. A generator whose model path
+``terminal_depth`` holds ``Final Answer: \\boxed{..}``; a whole solution asked for from the root
+(``stop=None``, the sampling strategy) is that final step. A generator whose model path
 starts with "fake-small" plays pi_small.
 """
 
@@ -130,6 +131,8 @@ class FakeGenerator:
             delim = (stop or ["\n\n"])[0]
             tail = prompt.rsplit(ASSISTANT, 1)[-1]
             depth = len([s for s in tail.split(delim) if s.strip()])
+            if stop is None and depth == 0:  # a whole solution from the root: its final step
+                depth = self.terminal_depth
             context = "small" if self.small else ("correction" if prompt.count(USER) >= 2 else "policy")
             out.append([self._step(scenario, answer, context, depth, i) for i in range(n)])
         return out

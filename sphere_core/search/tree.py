@@ -113,6 +113,7 @@ class SearchResult:
                     "finish_reason": n.finish_reason,
                     "extracted_answer": answer,
                     "completion": n.completion,
+                    "num_tokens": n.num_tokens,
                 }
             )
         return rows

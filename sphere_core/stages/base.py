@@ -101,11 +101,13 @@ class BaseStage:
     def artifact_config(self, cfg: SphereConfig) -> dict[str, Any]:
         """The config that can change this stage's output (its artifact key hashes it)."""
         from sphere_core.evolution import weights_id
+        from sphere_core.search.sampling_search import search_config
 
         d, model = cfg.to_dict(), self.model(cfg)
         return {
             "model": model.model_dump(mode="json"), "weights": weights_id(model.path), "prm": d["prm"],
-            "prm_model": cfg.prm_model.model_dump(mode="json"), "search": d["search"],
+            "prm_model": cfg.prm_model.model_dump(mode="json"),
+            "search": search_config(cfg),  # the settings of the configured strategy only
             "reward": d["reward"], "orm": d["orm"], "num_candidates": self.num_candidates(cfg),
             "uses_orm": self.uses_orm(cfg),
         }

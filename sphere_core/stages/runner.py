@@ -86,22 +86,30 @@ def run_stage(stage_name: str, cfg: SphereConfig, questions: pd.DataFrame,
     routing = [error_row(run_id, qid, stage.name, msg) for qid, msg in missing]
     trees: list[dict] = []
     if items:
-        from sphere_core.backends.cache import get_generator, get_orm, get_prm
-
-        params = SearchParams.for_stage(cfg, stage)
-        generator = get_generator(stage.model(cfg), home)
-        prm = get_prm(cfg, home)
-        orm = get_orm(cfg, home, prm) if params.use_orm else None
         tasks = [SearchTask(i.question_id, i.problem, i.gold, i.messages) for i in items]
-
-        def run(batch):
-            return pruned_search(batch, generator, prm, params, cfg.reward, stage=stage.name, orm=orm,
-                                 stats=stats)
-
-        results = search_isolated(tasks, run)
+        results = search_isolated(tasks, _searcher(stage, cfg, home, stats))
         routing.extend(_route(stage, cfg, items, results, trees, run_id))
     return StageResult(pd.DataFrame(trees, columns=TREE_COLUMNS),
                        pd.DataFrame(routing, columns=ROUTING_COLUMNS))
+
+
+def _searcher(stage, cfg: SphereConfig, home: Path, stats: SearchStats | None):
+    """The batch search of ``search.strategy``: the pruned search, or the sampling control arm
+    (whole solutions, graded here with the routing grader; no PRM is loaded)."""
+    from sphere_core.backends.cache import get_generator, get_orm, get_prm
+
+    generator = get_generator(stage.model(cfg), home)
+    if cfg.search.strategy == "sampling":
+        from sphere_core.search.sampling_search import SamplingParams, sampling_search
+
+        sampling = SamplingParams.for_stage(cfg, stage)
+        return lambda batch: sampling_search(batch, generator, sampling, stage=stage.name,
+                                             grade=lambda t, g: _grade(t, g, cfg), stats=stats)
+    params = SearchParams.for_stage(cfg, stage)
+    prm = get_prm(cfg, home)
+    orm = get_orm(cfg, home, prm) if params.use_orm else None
+    return lambda batch: pruned_search(batch, generator, prm, params, cfg.reward, stage=stage.name,
+                                       orm=orm, stats=stats)
 
 
 def _grade(texts: list[str], golds: list[str], cfg: SphereConfig) -> list[tuple[str | None, bool] | Exception]:
