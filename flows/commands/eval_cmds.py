@@ -31,18 +31,12 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def _pp(value: float) -> str:
-    return f"{100 * value:+.1f}"
-
-
-def _p(value: float) -> str:
-    return f"{value:.3g}" if value >= 1e-4 else f"{value:.1e}"
-
-
 def comparison_cells(c: Any) -> list[str]:
     """Table cells of one ``PairedComparison`` (see :data:`COLUMNS`)."""
+    from sphere_core.evaluation.paired_stats import format_diff_ci, format_p
+
     return [c.benchmark, c.label_a, c.label_b, str(c.n), _pct(c.pass_a), _pct(c.pass_b),
-            f"{_pp(c.diff)} [{_pp(c.ci_low)}, {_pp(c.ci_high)}]", _p(c.p_mcnemar),
+            format_diff_ci(c), format_p(c.p_mcnemar),
             str(c.right_to_wrong), str(c.wrong_to_right), _pct(c.format_fail_a),
             _pct(c.format_fail_b)]
 

@@ -158,3 +158,16 @@ def compare_items(
             format_fail_a=_share(pairs["format_fail_a"]), format_fail_b=_share(pairs["format_fail_b"]),
         ))
     return out
+
+
+def format_diff_ci(c: PairedComparison) -> str:
+    """``+12.5 [+2.0, +25.0]``: the difference and its CI in percentage points."""
+    def pp(value: float) -> str:
+        return f"{100 * value:+.1f}"
+
+    return f"{pp(c.diff)} [{pp(c.ci_low)}, {pp(c.ci_high)}]"
+
+
+def format_p(p: float) -> str:
+    """A p-value with 3 significant digits (scientific below 1e-4)."""
+    return f"{p:.3g}" if p >= 1e-4 else f"{p:.1e}"
