@@ -47,7 +47,8 @@ def print_generate(result: Any, home: Any) -> None:
     from sphere_core.summary import summary_table
 
     view = RunView(home, result.run_id, result.round)
-    out.print(summary_table(view.routing(), view.pairs(), title=f"SPHERE preference data (round {result.round})"))
+    out.print(summary_table(view.routing(), view.pairs(), trees=view.tree(),
+                            title=f"SPHERE preference data (round {result.round})"))
     if result.dropped_pairs:
         out.print(f"{len(result.dropped_pairs)} pair candidate(s) dropped (invariants): "
                   + "; ".join(sorted({d['reason'] for d in result.dropped_pairs})), markup=False, highlight=False)
