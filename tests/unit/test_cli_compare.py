@@ -5,34 +5,17 @@ one-line errors with their exit codes."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from flows.cli import main
-from sphere_core.evaluation.metrics import ITEM_COLUMNS
+from tests.support.eval_items import write_items
 
 T, F = True, False
 BASE = [T, T, T, F, F, F, F, F, F, F]        # 3/10
 TRAINED_A = [T, T, F, T, T, T, T, T, F, F]   # 7/10: q3 right->wrong, q4..q8 wrong->right
 TRAINED_B = [T, T, T, T, F, F, F, F, F, F]   # 4/10: q4 wrong->right
-
-
-def write_items(home: Path, run: str, label: str, bench: str, correct: list[bool],
-                ids: list[str] | None = None, no_answer: tuple[int, ...] = (), round: int = 1) -> Path:
-    ids = ids or [f"q{i + 1}" for i in range(len(correct))]
-    rows = []
-    for i, (qid, ok) in enumerate(zip(ids, correct)):
-        extracted = None if i in no_answer else ("7" if ok else "8")
-        rows.append({"question_id": qid, "problem": f"p {qid}", "gold": "7", "response_1": "...",
-                     "extracted_1": extracted, "correct_1": ok, "response_2": None,
-                     "extracted_2": None, "correct_2": None, "note": ""})
-    folder = home / "runs" / run / ("" if round == 1 else f"round-{round}") / "eval" / label
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{bench}.parquet"
-    pd.DataFrame(rows, columns=[*ITEM_COLUMNS, "note"]).to_parquet(path, index=False)
-    return path
 
 
 @pytest.fixture
