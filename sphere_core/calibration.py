@@ -9,8 +9,9 @@ One computation, shared by the run report, ``sphere calibration`` and
 * **AUROC** of the path reward for final-answer correctness over every *finished path* of the
   tree, overall and by the depth of the path's tail. A finished path is the lineage of a tree
   node that ends a path in the search (``terminal``: it states a final answer, ended at EOS, or
-  is a completion rollout); it is right when the answer extracted from its tail (strictly: a
-  final-answer sentence or ``\\boxed{}``, the routing rule) verifies against the gold answer,
+  is a completion rollout); it is right when the answer extracted from its tail (the stored
+  ``extracted_answer``, else the routing rule's strict extraction of the tail's text: a
+  final-answer sentence or ``\\boxed{}``) verifies against the gold answer,
   and wrong otherwise (no answer is wrong, as in routing). Its reward is the mean step reward
   along the lineage, the trajectory score routing reports (``PathResult.reward``).
   AUROC is Mann-Whitney's U / (n_right x n_wrong) with ties counted 1/2: the chance that a
@@ -139,10 +140,20 @@ def finished_paths(tree: pd.DataFrame, stage: str = "stage1", *, terms: str | No
         rows.append({
             "question_id": r.question_id, "node_id": str(r.node_id), "side": r.path,
             "depth": int(r.depth), "steps": len(lineage), "reward": sum(step_r) / len(step_r),
-            "prm_mean": sum(prms) / len(prms), "answer": r.extracted_answer,
+            "prm_mean": sum(prms) / len(prms), "answer": _answer(r),
             "completion": bool(getattr(r, "completion", False)),
         })
     return pd.DataFrame(rows, columns=PATH_COLUMNS)
+
+
+def _answer(row: Any) -> str | None:
+    """The tail's stored answer, else the routing rule's extraction of its text."""
+    answer = row.extracted_answer
+    if answer is not None and not _isnan(answer):
+        return str(answer)
+    from sphere_core.grading import extract_answer
+
+    return extract_answer(str(row.text or ""), fallback="none")
 
 
 def _isnan(x: Any) -> bool:
