@@ -16,8 +16,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from sphere_core.backends.registry import available
+from sphere_core.data.benchmark_files import BENCHMARKS
 from sphere_core.errors import ConfigError
 from sphere_core.presets import PRESETS
+from sphere_core.stages import check_selection, stage_names
 
 EMBEDDED = "embedded"
 """Model path of the embedded policy default: Qwen2.5-Coder-0.5B-Instruct (six PyPI wheels)."""
@@ -148,15 +151,9 @@ class ORMConfig(Section):
     kind: str = Field("prm-last", description="prm-last | verifier (ORM registry).")
 
 
-def _all_stage_names() -> list[str]:
-    from sphere_core.stages import stage_names
-
-    return stage_names()
-
-
 class RoutingConfig(Section):
     stages: list[str] = Field(
-        default_factory=lambda: _all_stage_names(),
+        default_factory=stage_names,
         description="Stages to run (ablations: [stage1], [stage1, stage2], ...); names from the "
         "stage registry (sphere_core.stages).",
     )
@@ -379,10 +376,6 @@ def validate(tree: dict[str, Any]) -> SphereConfig:
 
 def check_registered_names(cfg: SphereConfig) -> None:
     """Backends, PRM/ORM kinds, stages and benchmarks must be known (registries, not lists)."""
-    from sphere_core.backends.registry import available
-    from sphere_core.data.benchmarks import BENCHMARKS
-    from sphere_core.stages import check_selection
-
     def check(key: str, value: str, known: list[str], what: str) -> None:
         if value not in known:
             raise ConfigError(f"invalid config value for '{key}': unknown {what} {value!r}; "

@@ -322,8 +322,7 @@ class HFGenerator(GeneratorBase):
         return results
 
 
+@register_generator("hf")
 def _factory(spec: ModelSpec, home: Path) -> HFGenerator:
     return HFGenerator.from_spec(spec, home)
 
-
-register_generator("hf", _factory)

@@ -160,8 +160,7 @@ class OpenAICompatGenerator(GeneratorBase):
         self._client.close()
 
 
+@register_generator("openai-compatible")
 def _factory(spec: ModelSpec, home: Path) -> OpenAICompatGenerator:
     return OpenAICompatGenerator(spec, home)
 
-
-register_generator("openai-compatible", _factory)

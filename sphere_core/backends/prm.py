@@ -1,4 +1,4 @@
-"""Process reward models: the shared contract and the built-in registrations.
+"""Process reward models: the contract every PRM backend shares.
 
 Owns what every PRM backend agrees on:
 
@@ -19,8 +19,9 @@ Owns what every PRM backend agrees on:
 
 The backends themselves live one per file: ``prm_judge`` (``judge``, the demo default),
 ``prm_rollout`` (``mc-rollout``), ``prm_simple`` (``outcome`` and ``random`` for ablations)
-and ``qwen_prm`` (``qwen-prm``, registered there). Factories import them lazily so that
-importing this module never imports torch.
+and ``qwen_prm`` (``qwen-prm``); each registers itself (``@register_prm``) and
+``backends.registry.BUILTIN_BACKENDS`` maps the names to those modules. This module imports
+none of them (and no torch).
 """
 
 from __future__ import annotations
@@ -29,11 +30,8 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from sphere_core.backends.registry import register_prm
-from sphere_core.config import SphereConfig
 from sphere_core.errors import BackendError
 
 Candidates = Sequence[Sequence[str]]
@@ -255,34 +253,3 @@ def unflatten(
     values: Sequence[float], steps: list[list[str]], offsets: list[int]
 ) -> list[list[float]]:
     return [list(values[o : o + len(s)]) for o, s in zip(offsets, steps)]
-
-
-# -- registrations (implementations are imported lazily) ----------------------------------
-
-
-@register_prm("judge")
-def _judge_factory(cfg: SphereConfig, home: Path):
-    from sphere_core.backends.prm_judge import JudgePRM
-
-    return JudgePRM.from_config(cfg, home)
-
-
-@register_prm("mc-rollout")
-def _rollout_factory(cfg: SphereConfig, home: Path):
-    from sphere_core.backends.prm_rollout import RolloutPRM
-
-    return RolloutPRM.from_config(cfg, home)
-
-
-@register_prm("outcome")
-def _outcome_factory(cfg: SphereConfig, home: Path):
-    from sphere_core.backends.prm_simple import OutcomePRM
-
-    return OutcomePRM.from_config(cfg, home)
-
-
-@register_prm("random")
-def _random_factory(cfg: SphereConfig, home: Path):
-    from sphere_core.backends.prm_simple import RandomPRM
-
-    return RandomPRM.from_config(cfg, home)

@@ -52,6 +52,7 @@ from sphere_core.backends.prefix_cache import (
     worth_prefilling,
 )
 from sphere_core.backends.prm import BasePRM, prefixes, unflatten
+from sphere_core.backends.registry import register_prm
 from sphere_core.config import SphereConfig
 from sphere_core.errors import BackendError
 
@@ -283,3 +284,8 @@ def _left_pad(rows: list[list[int]], pad_id: int, device: Any):
         attention[k, width - len(r) :] = 1
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     return input_ids.to(device), attention.to(device), positions.to(device)
+
+
+@register_prm("judge")
+def _factory(cfg: SphereConfig, home: Path) -> JudgePRM:
+    return JudgePRM.from_config(cfg, home)

@@ -24,6 +24,7 @@ from typing import Any
 
 from sphere_core.backends.prm import BasePRM, prefixes, unflatten
 from sphere_core.backends.prm_simple import outcome_rewards
+from sphere_core.backends.registry import register_prm
 from sphere_core.config import GradingConfig, SphereConfig
 from sphere_core.errors import BackendError
 from sphere_core.grading.extract import has_final_answer
@@ -151,3 +152,8 @@ class RolloutPRM(BasePRM):
                 texts.append(step.text)
                 rollout_golds.append(golds[i])
         return texts, rollout_golds
+
+
+@register_prm("mc-rollout")
+def _factory(cfg: SphereConfig, home: Path) -> RolloutPRM:
+    return RolloutPRM.from_config(cfg, home)

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sphere_core.backends.prm import BasePRM, prefixes, unflatten
+from sphere_core.backends.registry import register_prm
 from sphere_core.config import GradingConfig, SphereConfig
 
 NON_TERMINAL = 0.5
@@ -103,3 +104,13 @@ class RandomPRM(BasePRM):
 
     def _score_last(self, questions, steps, golds):
         return [self._value(q, s) for q, s in zip(questions, steps)]
+
+
+@register_prm("outcome")
+def _outcome_factory(cfg: SphereConfig, home: Path) -> OutcomePRM:
+    return OutcomePRM.from_config(cfg, home)
+
+
+@register_prm("random")
+def _random_factory(cfg: SphereConfig, home: Path) -> RandomPRM:
+    return RandomPRM.from_config(cfg, home)

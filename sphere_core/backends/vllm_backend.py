@@ -96,8 +96,7 @@ def to_step(completion: Any, stops: list[str], prompt_index: int) -> Step:
     return Step(text=text, token_logprobs=logprobs, finish_reason=finish, num_tokens=len(token_ids))
 
 
+@register_generator("vllm")
 def _factory(spec: ModelSpec, home: Path) -> VLLMGenerator:
     return VLLMGenerator(spec, home)
 
-
-register_generator("vllm", _factory)

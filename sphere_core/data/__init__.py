@@ -1,22 +1,7 @@
 """Question data: ingest + validation of question files (``ingest``, ``readers``), the packaged
-builtin training sets (``builtin/``) and evaluation benchmarks (``benchmarks``, ``benchmarks/``)."""
+builtin training sets (``builtin/``) and evaluation benchmarks (``benchmark_files`` names them,
+``benchmarks`` loads them, files in ``benchmarks/``).
 
-from sphere_core.data.benchmarks import BENCHMARKS, load_benchmark, load_question_file
-from sphere_core.data.ingest import (
-    IngestResult,
-    ingest_file,
-    question_id,
-    resolve_data_path,
-    write_ingest,
-)
-
-__all__ = [
-    "BENCHMARKS",
-    "IngestResult",
-    "ingest_file",
-    "load_benchmark",
-    "load_question_file",
-    "question_id",
-    "resolve_data_path",
-    "write_ingest",
-]
+Import the submodule you need: this package imports nothing by itself, so that the config can
+import the leaf ``benchmark_files`` without pulling in ingest (which imports the config).
+"""

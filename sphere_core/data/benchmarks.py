@@ -1,7 +1,7 @@
 """Evaluation benchmarks packaged with SPHERE, and loading of a user's benchmark file.
 
-Owns the name -> packaged file map (``benchmarks/*.jsonl``; provenance and licences in
-``benchmarks/SOURCES.md``) and returns questions in ``QUESTION_COLUMNS``, in file order.
+The name -> packaged file map is ``benchmark_files.BENCHMARKS`` (a leaf module the config
+checks names against); this module returns questions in ``QUESTION_COLUMNS``, in file order.
 Scoring is elsewhere (``sphere_core.evaluation``).
 """
 
@@ -13,28 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from sphere_core.config import DataConfig
-from sphere_core.errors import EvaluationError, InputDataError
+from sphere_core.data.benchmark_files import BENCHMARKS, benchmark_path
+from sphere_core.data.ingest import ingest_file
+from sphere_core.errors import InputDataError
 
 log = logging.getLogger(__name__)
 
-BENCHMARK_DIR = Path(__file__).resolve().parent / "benchmarks"
-BENCHMARKS: dict[str, str] = {
-    "gsm8k": "gsm8k_test.jsonl",
-    "math500": "math500.jsonl",
-    "aime24": "aime24.jsonl",
-    "aime22_24": "aime22_24.jsonl",
-    "amc23": "amc23.jsonl",
-    "olympiadbench": "olympiadbench.jsonl",
-}
-
-
-def benchmark_path(name: str) -> Path:
-    if name not in BENCHMARKS:
-        raise EvaluationError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
-    path = BENCHMARK_DIR / BENCHMARKS[name]
-    if not path.is_file():
-        raise EvaluationError(f"benchmark file for {name!r} is missing from the install: {path}")
-    return path
+__all__ = ["BENCHMARKS", "benchmark_path", "load_benchmark", "load_question_file"]
 
 
 def load_question_file(path: str | Path, limit: int | None = None) -> pd.DataFrame:
@@ -42,8 +27,6 @@ def load_question_file(path: str | Path, limit: int | None = None) -> pd.DataFra
 
     Bad rows are skipped with a warning; a file with no usable row raises ``InputDataError``.
     """
-    from sphere_core.data.ingest import ingest_file
-
     result = ingest_file(path, DataConfig(path=str(path), limit=limit))
     if result.stats["rejected"]:
         first = result.rejects.iloc[0]
