@@ -36,7 +36,7 @@ from typing import Any
 
 from sphere_core.backends.base import Generator
 from sphere_core.config import SphereConfig
-from sphere_core.errors import GenerationError
+from sphere_core.errors import GenerationError, GradingError
 from sphere_core.progress import emit
 from sphere_core.search.params import SearchParams
 from sphere_core.search.pruned import ANSWER_CUE, SearchStats, SearchTask, _make_node, _State
@@ -166,6 +166,8 @@ def sampling_search(
     nodes = [n for st in states for n in st.nodes]
     golds = [st.task.gold_answer for st in states for _ in st.nodes]
     grades = list(grade([n.text for n in nodes], golds)) if nodes else []
+    if len(grades) != len(nodes):
+        raise GradingError(f"the grader returned {len(grades)} grades for {len(nodes)} solutions")
     by_node = {id(n): g for n, g in zip(nodes, grades)}
     results = []
     for st in states:

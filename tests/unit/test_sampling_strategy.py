@@ -234,3 +234,12 @@ def test_pruned_tree_rows_carry_tokens_too(tmp_path):
         "stage1", fake_config(), fake_questions(["contrastive"]), None, run_id="r", home=tmp_path
     )
     assert (res.tree["num_tokens"] > 0).all() and res.tree["prm_score"].notna().all()
+
+
+def test_a_grader_that_loses_solutions_fails_the_batch():
+    from sphere_core.errors import GradingError
+
+    params = SamplingParams.for_stage(fake_config(SAMPLING), "stage1")
+    with pytest.raises(GradingError, match="3 grades for 4 solutions"):
+        sampling_search(_tasks("contrastive"), FakeGenerator(), params, stage="stage1",
+                        grade=lambda texts, golds: _grade(texts, golds)[:3])
