@@ -91,7 +91,56 @@ def run_variant(variant: str, args, home: Path, out: Path) -> dict:
     cal = calibrate(tree, routing, golds, cfg.grading)
     rescored = {t: calibrate(tree, routing, golds, cfg.grading, terms=t).auroc for t in TERMS}
     return {"variant": variant, "questions": n, "s_per_question": round(wall / n, 2),
-            **cal.as_dict(), "rescored_auroc": rescored, "search_stats": stats.as_dict()}
+            **cal.as_dict(), "rescored_auroc": rescored,
+            "diagnosis": diagnose(tree, golds, cfg.grading), "search_stats": stats.as_dict()}
+
+
+def diagnose(tree, golds, grading) -> dict:
+    """Where a wrong preference can come from, on the finished paths of one tree.
+
+    ``tail_prm_auroc``: AUROC of the PRM score of the path's LAST step alone (what the judge says
+    about the answer step); ``completion_*``: the same split by whether the tail is a completion
+    rollout; ``adv_dominates``: share of scored steps (depth > 0) whose advantage term is larger
+    in magnitude than their PRM score; ``length_auroc``: AUROC of the path's tail length in
+    characters (does a longer path look more right?).
+    """
+    import math
+
+    from sphere_core.calibration import auroc, finished_paths, grade_paths
+    from sphere_core.search.reward import policy_prob
+
+    tree = tree[tree["stage"] == "stage1"]
+    paths = finished_paths(tree)
+    right = grade_paths(paths, golds, grading)
+    rows = {str(r.node_id): r for r in tree.itertuples()}
+    tails = [rows[n] for n in paths["node_id"]]
+    tail_prm = [float(t.prm_score) for t in tails]
+    comp = [bool(t.completion) for t in tails]
+    adv, prm = [], []
+    for r in rows.values():
+        parent = rows.get(str(r.parent_id)) if r.parent_id is not None else None
+        if parent is None:
+            continue
+        gain = policy_prob(r.policy_mean_logprob) - policy_prob(parent.policy_mean_logprob)
+        adv.append(gain / max(float(parent.prm_score), 1e-3))
+        prm.append(float(r.prm_score))
+
+    def sub(flag: bool):
+        idx = [i for i, c in enumerate(comp) if c == flag]
+        return {"paths": len(idx), "right": sum(right[i] for i in idx),
+                "tail_prm_auroc": auroc([tail_prm[i] for i in idx], [right[i] for i in idx]),
+                "mean_tail_prm": sum(tail_prm[i] for i in idx) / len(idx) if idx else None}
+
+    mean = (lambda xs: sum(xs) / len(xs) if xs else math.nan)
+    return {
+        "tail_prm_auroc": auroc(tail_prm, right),
+        "completion_tails": sub(True), "searched_tails": sub(False),
+        "length_auroc": auroc([len(str(t.text)) for t in tails], right),
+        "steps_auroc": auroc([int(s) for s in paths["steps"]], right),
+        "adv_dominates": round(sum(abs(a) > p for a, p in zip(adv, prm)) / len(adv), 3) if adv else None,
+        "mean_abs_adv": round(mean([abs(a) for a in adv]), 4),
+        "mean_prm": round(mean(prm), 4),
+    }
 
 
 def _commit() -> str:
@@ -123,10 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = []
     load = os.getloadavg()[0]
-    for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    partial = out / f"partial-{variants[0].replace(':', '-')}.json"  # one file per invocation
+    for variant in variants:
         _log(f"variant {variant}")
         results.append(run_variant(variant, args, home, out))
-        (out / "partial.json").write_text(json.dumps(results, indent=1))
+        partial.write_text(json.dumps(results, indent=1))
     print(json.dumps({
         "bench": "prm_calibration", "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "data": "builtin:gsm8k_tune",
