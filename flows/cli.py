@@ -153,6 +153,7 @@ def _invoke(args: list[str]) -> int:
     from flows.commands.common import forget_run
 
     forget_run()
+    _interrupts().reset()
     command = build_command()
     try:
         with command.make_context("sphere", list(args)) as ctx:
@@ -192,9 +193,16 @@ def _report(exc: BaseException, session: Any) -> int:
         name = signal.Signals(signum).name if signum is not None else "SIGINT"
         verb = "terminated" if signum is not None else "interrupted"
         record(f"{verb} by {name}")
-        _say(f"{verb} ({name}){_resume_hint()}{where}")
+        _say(f"{verb} ({name}){_resume_hint(session)}{where}")
         _watchdog_reported.set()
         return errors.EXIT_TERMINATED if signum is not None else errors.EXIT_INTERRUPTED
+    disk_error = _disk_error(exc)
+    if disk_error is not None:
+        from sphere_core import disk
+
+        record(f"disk full: {disk.describe(disk_error)}")
+        _say(f"error: {disk.describe(disk_error)}; free some space, then{_continue_with(session)}{where}")
+        return errors.EXIT_INFRA
     if _is_click_error(exc):
         record("usage error")
         ctx = getattr(exc, "ctx", None)
@@ -255,11 +263,61 @@ def _termination_signal(exc: BaseException) -> int | None:
     return None
 
 
-def _resume_hint() -> str:
+def _resume_hint(session: Any = None) -> str:
     from flows.commands.common import current_run
 
     run_id = current_run()
-    return f"; run {run_id} stopped, continue it with `sphere resume {run_id}`" if run_id else ""
+    if run_id:
+        return f"; run {run_id} stopped, continue it with `sphere resume {run_id}`"
+    argv = list(getattr(session, "argv", None) or [])
+    if argv and argv[0] in RESUMABLE_COMMANDS:
+        return f"; continue with `{_command_line(argv)}` (it resumes where this one stopped)"
+    return ""
+
+
+RESUMABLE_COMMANDS = ("train", "evaluate")
+"""Commands without a run record of their own whose re-run continues where a stop left them."""
+
+
+def _command_line(argv: list[str]) -> str:
+    import shlex
+
+    return shlex.join(["sphere", *argv])
+
+
+def _continue_with(session: Any) -> str:
+    from flows.commands.common import current_run
+
+    run_id = current_run()
+    if run_id:
+        return f" continue run {run_id} with `sphere resume {run_id}`"
+    argv = list(getattr(session, "argv", None) or [])
+    return f" run `{_command_line(argv)}` again" if argv else " run the command again"
+
+
+def _disk_error(exc: BaseException) -> OSError | None:
+    """The ENOSPC/EDQUOT/EROFS error ``exc`` is, was caused by, or holds (exception groups)."""
+    from sphere_core.disk import is_disk_full
+
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if is_disk_full(current):
+            return current  # type: ignore[return-value]
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        todo.extend((current.__cause__, current.__context__))
+    return None
+
+
+def _interrupts() -> Any:
+    from sphere_core import interrupts
+
+    return interrupts
 
 
 def _say(line: str) -> None:
@@ -301,13 +359,21 @@ def _sigterm_raises() -> Iterator[None]:
             os._exit(EXIT_TERMINATED)
         _watchdog_reported.clear()
         _arm_watchdog(term_grace_s())
+        _interrupts().request_stop(signum)  # loops in worker threads stop too
         raise Terminated(signum)
 
+    def on_sigint(signum: int, frame: Any) -> None:
+        _interrupts().request_stop(signum)
+        raise KeyboardInterrupt
+
     previous = signal.signal(signal.SIGTERM, handler)
+    # also when started as a script's background job, which would otherwise ignore SIGINT
+    previous_int = signal.signal(signal.SIGINT, on_sigint)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _arm_watchdog(grace_s: float) -> None:

@@ -76,6 +76,12 @@ class HomeError(SphereError):
     exit_code = EXIT_INFRA
 
 
+class DiskFullError(SphereError):
+    """Too little free space (or a quota, or a read-only file system) where SPHERE writes."""
+
+    exit_code = EXIT_INFRA
+
+
 class TrainingError(SphereError):
     """DPO training cannot start or failed (no pairs, too few for an eval split, ...)."""
 

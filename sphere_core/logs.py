@@ -138,6 +138,16 @@ class ConsoleLineHandler(logging.Handler):
 class SessionFileHandler(logging.FileHandler):
     """The invocation's log file (a named class: Prefect keeps root handlers that are not its own)."""
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A full disk drops the record silently (the CLI's one line says the disk is full)."""
+        import errno
+        import sys
+
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            return
+        super().handleError(record)
+
 
 class LogSession:
     """Route logging to one new file under ``home/logs`` and WARNING one-liners to stderr.

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sphere_core import interrupts
 from sphere_core.backends.embedded import resolve_model_path
 from sphere_core.backends.prefix_cache import (
     PrefillCounter,
@@ -209,6 +210,7 @@ class HFGenerator(GeneratorBase):
         active = list(rows)
         fed = 0  # decoded tokens written to the cache (column pre.width + t holds the t-th)
         while active:
+            interrupts.check()  # SIGINT/SIGTERM: stop between decode steps, in any thread
             tokens = sample_tokens(logits, temperature, top_p, top_k, generator)
             chosen = chosen_logprobs(logits, tokens)
             keep: list[int] = []

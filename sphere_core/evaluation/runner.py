@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sphere_core import progress
+from sphere_core import interrupts, progress
 from sphere_core.config import SphereConfig
 from sphere_core.errors import EvaluationError, InputDataError
 from sphere_core.evaluation.metrics import ITEM_COLUMNS, SUMMARY_COLUMNS, summary_rows
@@ -56,6 +56,7 @@ def generate_answers(generator, prompts: Sequence[str], cfg: SphereConfig, desc:
     out: list[str] = []
     began = time.monotonic()
     for chunk in _batches(len(prompts), size):
+        interrupts.check()  # SIGINT/SIGTERM: stop between batches (also in a worker thread)
         steps = generator.generate_steps(
             [prompts[i] for i in chunk], 1, temperature, None, ev.max_new_tokens,
             top_p=ev.top_p, top_k=top_k, seed=ev.seed + chunk.start,
