@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger
 from flows.common import flow_config, flow_run_id, home_for, tracked_run
 from flows.evaluate import evaluate_flow
 from flows.generate import generate_flow
-from flows.report import report_flow
+from flows.report_flow import report_flow
 from flows.train import train_flow
 from sphere_core import progress
 from sphere_core.config import SphereConfig

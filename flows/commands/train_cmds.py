@@ -118,7 +118,7 @@ def print_evaluation(rows: list[dict]) -> None:
 def report(run: Annotated[str, typer.Option("--run", help="Run id to report on.")],
            preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Write runs/<id>/report.md with plots (routing, rewards, DPO loss, accuracy)."""
-    from flows.report import report_flow
+    from flows.report_flow import report_flow
 
     cfg = run_config(run, preset, config, set_)
     result = report_flow(run_id=run, config=cfg)

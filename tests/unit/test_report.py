@@ -8,8 +8,8 @@ import re
 import pytest
 
 from sphere_core.config import resolve_config
-from sphere_core.evaluation import report
 from sphere_core.evaluation.report import build_report
+from sphere_core.evaluation.report import markdown as md
 from sphere_core.paths import run_dir
 from sphere_core.stages import stage_titles
 from sphere_core.storage.artifacts import ArtifactStore
@@ -140,11 +140,11 @@ def test_pngs_are_valid_and_linked(full_home):
 
 def test_long_texts_are_clipped_in_the_middle():
     text = "A" * 3000 + "Final Answer: The final answer is $7$."
-    clipped = report._clip(text, report.ANSWER_HEAD, report.ANSWER_TAIL)
-    assert len(clipped) < report.ANSWER_HEAD + report.ANSWER_TAIL + 60
+    clipped = md.clip(text, md.ANSWER_HEAD, md.ANSWER_TAIL)
+    assert len(clipped) < md.ANSWER_HEAD + md.ANSWER_TAIL + 60
     assert clipped.endswith("$7$.") and "characters omitted" in clipped
-    assert report._clip("short", 10, 5) == "short"
-    assert report._fenced("a ``` b").startswith("````text")
+    assert md.clip("short", 10, 5) == "short"
+    assert md.fenced("a ``` b").startswith("````text")
 
 
 def test_report_without_store_record(sphere_home):
