@@ -1,8 +1,9 @@
 """Self-evolution rounds: the model trained in round r-1 becomes round r's policy.
 
-Owns the per-round config (which questions, which policy, which pi_small), the identity of a
-trained model's weights (so artifact keys of later rounds change whenever the weights do) and
-the "already trained" marker that lets a resumed run skip finished training.
+Owns the per-round config (which questions, which policy, which pi_small) and the "already
+trained" marker that lets a resumed run skip finished training. The identity of a trained
+model's weights (``weights_id``, so that artifact keys of later rounds change whenever the
+weights do) and the training key live with every other key in ``sphere_core.storage.keys``.
 
 Round r (1-based) searches with pi_r: round 1 uses ``models.policy``; round r > 1 uses the
 merged model written by round r-1's DPO (``training.save_merged`` is switched on for every
@@ -14,16 +15,13 @@ r-th slice of the question file (``data.offset`` moves by the slice size each ro
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from sphere_core.config import SphereConfig
+from sphere_core.config import SphereConfig, resolve_config
 from sphere_core.errors import TrainingError
 
-WEIGHTS_RECORD = "sphere_weights.json"
-"""Written into a merged model dir: what the weights are (base + adapter checksum)."""
 TRAINED_RECORD = "sphere_trained.json"
 """Written into a round's model dir when DPO finished: the training key and its result."""
 
@@ -48,42 +46,7 @@ def round_config(cfg: SphereConfig, round: int, previous: Any, home: Path, run_i
         tree["models"]["policy"] = policy
     elif round > 1 and previous is not None and previous.skipped is None:
         raise TrainingError(f"run {run_id} round {round - 1} trained no merged model to continue from")
-    return SphereConfig.model_validate(tree)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_weights_record(merged_dir: Path, base: str, adapter_dir: Path) -> None:
-    """Record what a merged model is made of (read by :func:`weights_id`)."""
-    adapter = Path(adapter_dir) / "adapter_model.safetensors"
-    record = {"base": base, "adapter_sha256": file_sha256(adapter) if adapter.is_file() else None}
-    (Path(merged_dir) / WEIGHTS_RECORD).write_text(json.dumps(record, indent=2))
-
-
-def weights_id(path: str) -> str | None:
-    """Content id of a merged model dir (None for other model paths, which are keyed by path)."""
-    record = Path(path).expanduser() / WEIGHTS_RECORD
-    try:
-        data = json.loads(record.read_text())
-    except (OSError, ValueError):
-        return None
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def training_key(cfg: SphereConfig, pairs_key: str) -> str:
-    """What decides a round's DPO result: the pairs, the training config and the policy weights."""
-    from sphere_core.storage.artifacts import artifact_key
-
-    policy = cfg.models.policy
-    config = {"training": cfg.to_dict()["training"], "policy": policy.model_dump(mode="json"),
-              "weights": weights_id(policy.path)}
-    return artifact_key("train", config, [pairs_key])
+    return resolve_config(base=tree)
 
 
 def finished_training(model_dir: Path, key: str) -> dict[str, Any] | None:

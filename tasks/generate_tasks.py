@@ -21,7 +21,7 @@ from tasks.common import retry_condition, shard_cache_key
 def ingest_task(cfg: SphereConfig, home: str) -> tuple[str, int, int, int]:
     """Validate and shard the question file: (questions key, n_shards, questions, rejected)."""
     from sphere_core.data.questions import ingest_for_run, question_file
-    from sphere_core.storage.run_outputs import ingest_key, input_fingerprint
+    from sphere_core.storage.keys import ingest_key, input_fingerprint
 
     key = ingest_key(cfg, input_fingerprint(question_file(cfg)))
     n_shards, questions, rejected, _ = RunOutputs(Path(home)).ingest(

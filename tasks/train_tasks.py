@@ -21,20 +21,21 @@ def train_task(cfg: SphereConfig, home: str, run_id: str, round: int = 1) -> Tra
     from dataclasses import asdict
 
     from sphere_core import evolution
+    from sphere_core.storage import keys
     from sphere_core.storage.run_outputs import RunView
     from sphere_core.storage.run_records import record_training
     from sphere_core.training.claim import training_claim
     from sphere_core.training.dpo import train_dpo
 
     view = RunView(Path(home), run_id, round)
-    key = evolution.training_key(cfg, view.plan.pairs_key)
+    key = keys.training_key(cfg, view.plan.pairs_key)
     with training_claim(view.model_dir(), f"run {run_id} round {round}"):  # one trainer at a time
         if done := evolution.finished_training(view.model_dir(), key):
             return TrainingResult(**{k: v for k, v in done.items() if k != "key"})
         result = train_dpo(cfg, view.pairs_path("train"), view.pairs_path("eval"), view.model_dir(),
                            Path(home), key=key)
         if result.merged_dir:
-            evolution.write_weights_record(result.merged_dir, cfg.models.policy.path, result.adapter_dir)
+            keys.write_weights_record(result.merged_dir, cfg.models.policy.path, result.adapter_dir)
         record_training(cfg, Path(home), run_id, result, round)
         out = TrainingResult(run_id, round, str(result.adapter_dir), str(result.merged_dir or "") or None,
                              result.best_checkpoint, result.metrics)

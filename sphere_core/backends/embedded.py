@@ -36,6 +36,7 @@ from sphere_core.errors import ModelLoadError
 from sphere_core.locks import file_lock
 from sphere_core.paths import models_dir
 from sphere_core.progress import emit
+from sphere_core.storage.keys import update_digest
 
 SOURCE_RECORD = "sphere_source.json"
 """Written into every converted dir: which GGUF it came from (audit, staleness check)."""
@@ -148,12 +149,7 @@ def _digest(paths: list[Path], out: Path | None = None) -> tuple[int, str]:
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(open(out, "wb")) if out is not None else None
         for path in paths:
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 22), b""):
-                    digest.update(block)
-                    size += len(block)
-                    if sink is not None:
-                        sink.write(block)
+            size += update_digest(digest, path, sink)
         if sink is not None:
             sink.flush()
             os.fsync(sink.fileno())

@@ -159,7 +159,8 @@ def evaluate_model(cfg: SphereConfig, model_label: str, spec, benchmark: str, li
     """One model (a ``ModelSpec``, built through the backend registry) on one benchmark:
     (per-item records, summary rows); the items are written to ``out_dir/<label>/<bench>.parquet``."""
     from sphere_core.evaluation.models import load_generator
-    from sphere_core.storage.run_outputs import RunOutputs, eval_key
+    from sphere_core.storage.keys import eval_key
+    from sphere_core.storage.run_outputs import RunOutputs
 
     questions = load_questions(benchmark, limit, benchmark_file)
 

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from sphere_core.config import ModelSpec, SphereConfig
 from sphere_core.routing import GradedPath
+from sphere_core.storage.keys import weights_id
 
 Messages = list[dict[str, str]]
 
@@ -100,7 +101,6 @@ class BaseStage:
 
     def artifact_config(self, cfg: SphereConfig) -> dict[str, Any]:
         """The config that can change this stage's output (its artifact key hashes it)."""
-        from sphere_core.evolution import weights_id
         from sphere_core.search.sampling_search import search_config
 
         d, model = cfg.to_dict(), self.model(cfg)

@@ -1,13 +1,14 @@
 """Content-addressed Parquet artifact store, verified on every read.
 
-Owns: artifact keys; the on-disk layout under ``$SPHERE_HOME/artifacts/<stage>/<key>/``
+Owns: the on-disk layout under ``$SPHERE_HOME/artifacts/<stage>/<key>/``
 (``part-<shard:05d>.parquet`` shards, one ``part-<shard:05d>.parquet.check.json`` record per
 shard with its SHA-256, row count and byte size, and ``_manifest.json``, written last, which
 marks an artifact complete and collects the shard records); atomic writes (temp file in the
 same directory + ``os.replace``); verification of every shard read or asked about; moving
 damaged files aside to ``artifacts/_quarantine/<stage>/<key>/<name>.<utc-stamp>``; and the
 inter-process claims (``claim``, ``claim_artifact``) that let concurrent runs share artifacts.
-Does not own what a stage computes, the metadata database (``repo.py``), or when a stage runs.
+Does not own the keys (``keys.py``), what a stage computes, the metadata database
+(``repo.py``), or when a stage runs.
 
 Verification. A shard is good when its bytes match the record that vouches for it: the
 manifest's record when the artifact is complete, else the shard's own check record. Where the
@@ -42,7 +43,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,9 @@ from sphere_core.errors import ArtifactError
 from sphere_core.locks import file_lock
 from sphere_core.paths import artifacts_dir
 from sphere_core.schemas import SCHEMA_VERSION
+from sphere_core.storage.keys import CODE_VERSION, json_default
 
 logger = logging.getLogger(__name__)
-
-CODE_VERSION = "2"
-"""Bump when a stage's output (or this store's format) changes incompatibly: every artifact
-key changes with it. "2": shards carry check records and manifests carry per-shard SHA-256."""
 
 MANIFEST = "_manifest.json"
 CHECK_SUFFIX = ".check.json"
@@ -74,41 +72,6 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 class ArtifactCorruptError(ArtifactError):
     """A shard or manifest failed verification; it was moved aside and must be recomputed."""
-
-
-def _canonical(value: Any) -> Any:
-    """JSON fallback for config values: paths, dataclasses, sets, numpy scalars."""
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    if hasattr(value, "model_dump"):  # pydantic models
-        return value.model_dump(mode="json")
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-def artifact_key(
-    stage: str,
-    stage_config: dict,
-    input_keys: Sequence[str],
-    code_version: str = CODE_VERSION,
-) -> str:
-    """sha256 of (stage, stage config, ordered input keys, code version); first 16 hex chars."""
-    payload = {
-        "stage": stage,
-        "config": stage_config,
-        "inputs": [str(k) for k in input_keys],
-        "code_version": str(code_version),
-    }
-    try:
-        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=_canonical)
-    except (TypeError, ValueError) as err:
-        raise ArtifactError(f"cannot hash the config of stage {stage!r}: {err}") from err
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
 def _check_name(kind: str, value: str) -> str:
@@ -537,7 +500,7 @@ class ArtifactStore:
                        "updated its record in %s", name, stage, key, MANIFEST)
 
     def _write_manifest_file(self, stage: str, key: str, manifest: dict) -> None:
-        blob = json.dumps(manifest, indent=2, sort_keys=True, default=_canonical).encode()
+        blob = json.dumps(manifest, indent=2, sort_keys=True, default=json_default).encode()
         _atomic_write(self.manifest_path(stage, key), blob)
 
     def write_manifest(
@@ -586,7 +549,7 @@ class ArtifactStore:
             "columns": columns,
             "created_at": datetime.now(UTC).isoformat(),
         }
-        manifest = json.loads(json.dumps(manifest, default=_canonical))
+        manifest = json.loads(json.dumps(manifest, default=json_default))
         with self._manifest_lock(stage, key):
             current, _ = self._parse_manifest(self.manifest_path(stage, key))
             if current is not None:  # another process sealed it while we verified

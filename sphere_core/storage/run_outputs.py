@@ -1,18 +1,17 @@
 """A generate run's outputs: keys, shards and the run view (path from key).
 
 **Keys.** Every output is a content-addressed artifact
-``$SPHERE_HOME/artifacts/<output>/<key>/part-<shard>.parquet`` (see ``artifacts.py``). The
-questions key hashes the ingest config and the input file's content; a stage's key hashes
-``Stage.artifact_config`` and its input keys (the questions, and the upstream stage it takes
-questions from); the pairs key hashes the pairs config and every stage key. So changing one
-stage's config recomputes that stage and what is downstream only, and two runs with the same
-config share every artifact. :func:`plan_run` computes the chain (pure, cheap).
+``$SPHERE_HOME/artifacts/<output>/<key>/part-<shard>.parquet`` (see ``artifacts.py``); the
+keys are computed in ``keys.py``. The questions key hashes the ingest config and the input
+file's content; a stage's key hashes ``Stage.artifact_config`` and its input keys; the pairs
+key hashes the pairs config and every stage key. So changing one stage's config recomputes
+that stage and what is downstream only, and two runs with the same config share every
+artifact. :func:`plan_run` collects the chain (pure, cheap).
 
 **Evaluations.** One model on one benchmark is an artifact too (``eval_items``), keyed by
-:func:`eval_key`: the evaluation and grading settings, the model spec, its weights
-(:func:`weights_fingerprint`) and the questions themselves. A resumed run therefore does not
-evaluate again what it finished before a kill, and a second run with the same base model does
-not evaluate that base again.
+``keys.eval_key``: the evaluation and grading settings, the model spec, its weights and the
+questions themselves. A resumed run therefore does not evaluate again what it finished before
+a kill, and a second run with the same base model does not evaluate that base again.
 
 **Shards.** :meth:`RunOutputs.stage_shard` claims a shard (an inter-process lock), reuses it
 when a verified copy exists, else reads its inputs, calls the stage and writes the tree first
@@ -29,7 +28,6 @@ no longer apply disappear from it (the flow prunes the store the same way).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -40,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from sphere_core.config import ModelSpec, SphereConfig
+from sphere_core.config import SphereConfig
 from sphere_core.errors import ArtifactError, RunNotFoundError
 from sphere_core.paths import run_dir
 from sphere_core.schemas import (
@@ -51,10 +49,10 @@ from sphere_core.schemas import (
     SCHEMA_VERSION,
     TREE_COLUMNS,
 )
-from sphere_core.storage.artifacts import ArtifactStore, artifact_key
+from sphere_core.storage.artifacts import ArtifactStore
+from sphere_core.storage.keys import EVAL_ITEMS, stage_keys
 
 QUESTIONS, REJECTS = "questions", "rejects"
-EVAL_ITEMS = "eval_items"
 PAIRS = {"train": "pairs_train", "eval": "pairs_eval"}
 VIEW_FILE = "outputs.json"
 
@@ -74,71 +72,6 @@ def empty_frame(columns: list[str]) -> pd.DataFrame:
 def concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else empty_frame(columns)
-
-
-def input_fingerprint(path: Path) -> str:
-    """Content hash of an input file (or of every file under a directory, by relative name)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with file.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return "file-" + digest.hexdigest()[:24]
-
-
-def ingest_key(cfg: SphereConfig, fingerprint: str) -> str:
-    """Key of the questions artifact: the data config, what decides rejections, the input."""
-    d = cfg.to_dict()
-    config = {
-        "data": d["data"], "shard_size": d["orchestration"]["shard_size"],
-        # prompts longer than the context are rejected at ingest with the policy tokenizer
-        "tokenizer": d["models"]["policy"]["path"],
-        "max_model_len": d["models"]["policy"]["max_model_len"],
-        "max_step_tokens": d["search"]["max_step_tokens"],
-    }
-    return artifact_key("ingest", config, [fingerprint])
-
-
-def weights_fingerprint(spec: ModelSpec) -> list[str] | None:
-    """What identifies the weights behind ``spec`` beyond its fields; None when nothing can.
-
-    Model paths are keyed as everywhere else (the spec's path, plus ``weights_id`` for a merged
-    model of an earlier round); an adapter, rewritten in place by training, by its content. The
-    weights behind a server URL (``base_url``) are unknown: None, and nothing is reused.
-    """
-    from sphere_core.evolution import weights_id
-
-    if spec.base_url:
-        return None
-    parts = [f"weights:{weights_id(spec.path)}"]
-    if spec.adapter:
-        parts.append(f"adapter:{input_fingerprint(Path(spec.adapter).expanduser())}")
-    return parts
-
-
-# what changes neither the questions nor the answers (the statistics are computed from the items)
-_NOT_IN_EVAL_KEY = ("benchmarks", "limit", "compare_base", "bootstrap_samples", "bootstrap_seed")
-
-
-def eval_key(cfg: SphereConfig, spec: ModelSpec, benchmark: str, questions: pd.DataFrame) -> str | None:
-    """Key of one model's evaluation on one question set; None when it must not be reused."""
-    weights = weights_fingerprint(spec)
-    if weights is None:
-        return None
-    d = cfg.to_dict()
-    config = {
-        "evaluation": {k: v for k, v in d["evaluation"].items() if k not in _NOT_IN_EVAL_KEY},
-        "grading": {k: v for k, v in d["grading"].items() if k != "workers"},
-        "model": spec.model_dump(mode="json"),
-        # the second turn's context budget comes from the policy section
-        "max_model_len": d["models"]["policy"]["max_model_len"],
-        "benchmark": benchmark,
-    }
-    cols = [c for c in ("question_id", "problem", "answer") if c in questions.columns]
-    rows = hashlib.sha256(pd.util.hash_pandas_object(questions[cols].astype(str), index=False).values.tobytes())
-    return artifact_key(EVAL_ITEMS, config, [*weights, f"questions-{rows.hexdigest()[:24]}"])
 
 
 @dataclass(frozen=True)
@@ -161,14 +94,7 @@ class RunPlan:
 
 def plan_run(cfg: SphereConfig, questions_key: str, n_shards: int, round: int = 1) -> RunPlan:
     """The artifact keys of the selected stages and of the pairs (pure)."""
-    from sphere_core.stages import stages_for
-
-    keys: dict[str, str] = {}
-    for stage in stages_for(cfg.routing.stages):
-        inputs = [questions_key] + ([keys[stage.consumes.stage]] if stage.consumes else [])
-        keys[stage.name] = artifact_key(stage.name, stage.artifact_config(cfg), inputs)
-    pairs_config = {"pairs": cfg.to_dict()["pairs"], "stages": list(keys)}
-    pairs_key = artifact_key("pairs", pairs_config, [questions_key, *keys.values()])
+    keys, pairs_key = stage_keys(cfg, questions_key)
     return RunPlan(questions_key, n_shards, keys, pairs_key, round)
 
 

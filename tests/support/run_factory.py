@@ -34,7 +34,8 @@ from sphere_core.schemas import (
     TREE_COLUMNS,
 )
 from sphere_core.stages import all_stages
-from sphere_core.storage.artifacts import ArtifactStore, artifact_key
+from sphere_core.storage.artifacts import ArtifactStore
+from sphere_core.storage.keys import artifact_key
 from sphere_core.storage.run_outputs import (
     PAIRS,
     QUESTIONS,

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from sphere_core.errors import ArtifactError
-from sphere_core.storage.artifacts import CODE_VERSION, ArtifactStore, artifact_key
+from sphere_core.storage.artifacts import ArtifactStore
+from sphere_core.storage.keys import CODE_VERSION, artifact_key
 
 
 def test_key_depends_on_every_input_and_ignores_dict_order():

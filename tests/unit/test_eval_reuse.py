@@ -8,7 +8,7 @@ import pandas as pd
 
 from sphere_core.evaluation.models import model_spec
 from sphere_core.evaluation.runner import evaluate_model
-from sphere_core.storage.run_outputs import eval_key, weights_fingerprint
+from sphere_core.storage.keys import eval_key, weights_fingerprint
 from tests.fakes import FakeGenerator, fake_config
 
 
