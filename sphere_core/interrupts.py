@@ -85,7 +85,8 @@ def deferred() -> Iterator[bool]:
     if threading.current_thread() is not threading.main_thread():
         yield False
         return
-    previous = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
+    # a signal the process ignores (SIG_IGN) stays ignored
+    previous = {s: h for s in _STOP_SIGNALS if (h := signal.getsignal(s)) != signal.SIG_IGN}
 
     def restore() -> None:
         for s, handler in previous.items():
@@ -97,7 +98,7 @@ def deferred() -> Iterator[bool]:
             _deliver(signum, previous[signum])
         request_stop(signum)
 
-    for s in _STOP_SIGNALS:
+    for s in previous:
         signal.signal(s, handler)
     try:
         yield True
