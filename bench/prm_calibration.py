@@ -82,12 +82,12 @@ def run_variant(variant: str, args, home: Path, out: Path) -> dict:
         wall += time.perf_counter() - t0
         trees.append(res.tree)
         routings.append(res.routing)
+        pd.concat(trees, ignore_index=True).to_parquet(out / f"{run_id}-tree.parquet")
+        pd.concat(routings, ignore_index=True).to_parquet(out / f"{run_id}-routing.parquet")
         done = start + len(chunk)
         counts = pd.concat(routings)["decision"].value_counts().to_dict()
         _log(f"{variant}: {done}/{n} questions, {wall / done:.1f} s/question, {counts}")
     tree, routing = pd.concat(trees, ignore_index=True), pd.concat(routings, ignore_index=True)
-    tree.to_parquet(out / f"{run_id}-tree.parquet")
-    routing.to_parquet(out / f"{run_id}-routing.parquet")
     cal = calibrate(tree, routing, golds, cfg.grading)
     rescored = {t: calibrate(tree, routing, golds, cfg.grading, terms=t).auroc for t in TERMS}
     return {"variant": variant, "questions": n, "s_per_question": round(wall / n, 2),
