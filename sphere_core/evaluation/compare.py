@@ -22,31 +22,44 @@ from sphere_core.storage.run_outputs import round_dir
 BASE, TRAINED = "base", "trained"
 
 
-def load_items(eval_dir: Path, label: str, benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
-    """The per-item records of model ``label`` under ``eval_dir``, with a ``benchmark`` column
-    (every benchmark found, or only ``benchmarks``); empty when there are none."""
+def load_items(eval_dir: Path, label: str,
+               benchmarks: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+    """The per-item records of model ``label`` under ``eval_dir`` by benchmark, each with a
+    ``benchmark`` column (every benchmark found, or only ``benchmarks``); empty when none.
+
+    Benchmarks stay separate frames: a file written before a column existed keeps lacking it
+    (its format failures are then "n/a", not counted)."""
     folder = Path(eval_dir) / label
     paths = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if benchmarks is not None:
         wanted = list(dict.fromkeys(benchmarks))
         paths = [folder / f"{b}.parquet" for b in wanted if (folder / f"{b}.parquet").is_file()]
-    frames = []
+    out: dict[str, pd.DataFrame] = {}
     for path in paths:
         try:
             frame = pd.read_parquet(path)
         except Exception as err:  # pyarrow raises several types for a damaged file
             raise ArtifactError(f"cannot read evaluation items {path}: {err}") from err
-        frames.append(frame.assign(benchmark=path.stem))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        out[path.stem] = frame.assign(benchmark=path.stem)
+    return out
+
+
+def compare_loaded(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame], *, label_a: str,
+                   label_b: str, n_boot: int, seed: int) -> list[PairedComparison]:
+    """:func:`compare_items` per benchmark both evaluated (in ``a``'s order)."""
+    out: list[PairedComparison] = []
+    for bench, items in a.items():
+        if bench in b:
+            out += compare_items(items, b[bench], label_a=label_a, label_b=label_b,
+                                 n_boot=n_boot, seed=seed)
+    return out
 
 
 def base_vs_trained(eval_dir: Path, benchmarks: Sequence[str] | None = None, *, n_boot: int = 10000,
                     seed: int = 0) -> list[PairedComparison]:
     """Base vs trained on each benchmark both answered; empty without both evaluations."""
     base, trained = load_items(eval_dir, BASE, benchmarks), load_items(eval_dir, TRAINED, benchmarks)
-    if base.empty or trained.empty:
-        return []
-    return compare_items(base, trained, label_a=BASE, label_b=TRAINED, n_boot=n_boot, seed=seed)
+    return compare_loaded(base, trained, label_a=BASE, label_b=TRAINED, n_boot=n_boot, seed=seed)
 
 
 def run_eval_dir(home: Path, run_id: str, round: int = 1) -> Path:
@@ -72,25 +85,20 @@ def compare_runs(home: Path, run_a: str, run_b: str, round: int = 1, *, n_boot: 
     for run in dict.fromkeys((run_a, run_b)):
         folder = run_eval_dir(home, run, round)
         trained = load_items(folder, TRAINED)
-        if trained.empty:
+        if not trained:
             raise EvaluationError(
                 f"run {run!r} (round {round}) has no evaluation of its trained model in "
                 f"{folder / TRAINED}; run `sphere evaluate --run {run}` first")
         loaded[run] = (load_items(folder, BASE), trained)
     out: list[PairedComparison] = []
     for run, (base, trained) in loaded.items():
-        if not base.empty:
-            out += compare_items(base, trained, label_a=f"{run}/{BASE}", label_b=f"{run}/{TRAINED}",
-                                 n_boot=n_boot, seed=seed)
+        out += compare_loaded(base, trained, label_a=f"{run}/{BASE}", label_b=f"{run}/{TRAINED}",
+                              n_boot=n_boot, seed=seed)
     (_, a), (_, b) = loaded[run_a], loaded[run_b]
-    across = compare_items(a, b, label_a=f"{run_a}/{TRAINED}", label_b=f"{run_b}/{TRAINED}",
-                           n_boot=n_boot, seed=seed)
+    across = compare_loaded(a, b, label_a=f"{run_a}/{TRAINED}", label_b=f"{run_b}/{TRAINED}",
+                            n_boot=n_boot, seed=seed)
     if not across:
         raise EvaluationError(
             f"runs {run_a!r} and {run_b!r} (round {round}) have no evaluated question in common "
-            f"(benchmarks {_benchmarks(a)} vs {_benchmarks(b)})")
+            f"(benchmarks {', '.join(a)} vs {', '.join(b)})")
     return out + across
-
-
-def _benchmarks(items: pd.DataFrame) -> str:
-    return ", ".join(dict.fromkeys(items["benchmark"])) or "none"

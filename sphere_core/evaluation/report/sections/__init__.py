@@ -26,6 +26,7 @@ from sphere_core.evaluation.report.sections import (
     rounds,
     routing,
     setup,
+    statistics,
     training,
 )
 
@@ -44,5 +45,6 @@ ROUND_SECTIONS: tuple[RoundSection, ...] = (
     routing.rewards,
     training.dpo,
     accuracy.evaluation,
+    statistics.statistics,
     examples.examples,
 )
