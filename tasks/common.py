@@ -20,6 +20,10 @@ def is_transient(exc: BaseException) -> bool:
     """
     if isinstance(exc, GenerationError):
         return True
+    from sphere_core.disk import is_disk_full
+
+    if is_disk_full(exc):  # a full disk does not free itself: report it (exit 3) at once
+        return False
     return not isinstance(exc, SphereError)
 
 

@@ -173,15 +173,12 @@ def train_dpo(
         disk.require_free(Path(args.output_dir), checkpoints.space_needed(trainer.model, cfg.training),
                           "DPO checkpoints")
         progress = _attach_callbacks(trainer, cfg, key)
-        train_output = _train(trainer, resume, train_path)
-        metrics: dict[str, Any] = dict(train_output.metrics)
+        metrics: dict[str, Any] = dict(_train(trainer, resume, train_path).metrics)
         metrics.update(n_train=len(train_ds), n_eval=len(eval_ds) if eval_ds is not None else 0,
-                       device=device, bf16=bool(args.bf16), global_step=trainer.state.global_step,
-                       threads=threads, ref_precompute_s=round(setup_s, 3),
-                       s_per_step=round(sum(progress.step_times) / max(1, len(progress.step_times)), 3),
-                       max_pair_tokens=max(lengths),
+                       device=device, bf16=bool(args.bf16), threads=threads,
+                       ref_precompute_s=round(setup_s, 3), max_pair_tokens=max(lengths),
                        n_truncated=sum(n > cfg.training.max_length for n in lengths),
-                       resumed_from_step=checkpoints.step_of(resume) if resume else None)
+                       **_run_metrics(trainer, progress, resume))
         if eval_ds is not None:
             progress.final = True
             metrics.update(trainer.evaluate())  # the loaded (best) adapter's eval metrics
@@ -201,6 +198,13 @@ def train_dpo(
         indent=2, default=str,
     ))
     return result
+
+
+def _run_metrics(trainer, progress, resume: Path | None) -> dict[str, Any]:
+    times = progress.step_times
+    return {"global_step": trainer.state.global_step,
+            "s_per_step": round(sum(times) / max(1, len(times)), 3),
+            "resumed_from_step": checkpoints.step_of(resume) if resume else None}
 
 
 def _check_lengths(cfg: SphereConfig, trainer, train_path: Path) -> list[int]:

@@ -120,3 +120,11 @@ def test_the_log_file_drops_records_on_a_full_disk_without_noise(tmp_path, capsy
     handler.stream = Full()
     handler.emit(logging.LogRecord("x", logging.ERROR, __file__, 1, "message", None, None))
     assert capsys.readouterr().err == ""
+
+
+def test_a_full_disk_is_not_retried_by_the_tasks(tmp_path):
+    from tasks.common import is_transient
+
+    assert not is_transient(_full(tmp_path / "x"))
+    assert not is_transient(_full(tmp_path / "x", errno.EROFS))
+    assert is_transient(OSError(errno.EIO, "I/O error", str(tmp_path / "x")))
