@@ -38,7 +38,12 @@ def run_config(run_id: str | None, preset: str | None, config: Path | None, over
 
 def train(run: Annotated[str, typer.Option("--run", help="Run id whose pairs to train on.")],
           round: RoundOpt = 1, preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """DPO-train a LoRA adapter on a run's preference pairs (runs/<id>/model/)."""
+    """DPO-train a LoRA adapter on a run's preference pairs (runs/<id>/model/).
+
+    Run it again after a stop or a kill: it resumes from the newest checkpoint.
+
+    A second `sphere train` of the same run and round waits for the first and reuses its result.
+    """
     from flows.progress import ProgressDisplay
     from flows.train import train_flow
 
