@@ -35,11 +35,8 @@ ROUTING_COLUMNS = [
     "source_solution", "error",
 ]
 
-# routing decisions (each stage documents which of these it emits)
-DECISIONS = (
-    "pair", "pair_inverted", "to_correction", "to_diversity",
-    "unresolved", "no_error", "error", "skipped",
-)
+# routing decisions: each stage declares the ones it emits (``Stage.decisions``); the ordered
+# vocabulary with titles and plot colours is ``sphere_core.stages.all_decisions()``
 
 # pairs; prompt/chosen/rejected are TRL conversational message lists
 PAIR_COLUMNS = [

@@ -1,7 +1,8 @@
 """Run summary: decision counts per stage and pairs per stage, as a dict and a rich Table.
 
 Owns presentation of a generate round's outcome (the paper's Table-5 view); reads routing
-and pair frames, writes nothing. Stage names and titles come from the stage registry.
+and pair frames, writes nothing. Stage names and titles, and the order of the decisions, come
+from the stage registry; a decision the registry does not know is shown after the known ones.
 """
 
 from __future__ import annotations
@@ -10,13 +11,18 @@ from typing import Any
 
 import pandas as pd
 
-from sphere_core.schemas import DECISIONS
-
 
 def _titles() -> dict[str, str]:
     from sphere_core.stages import stage_titles
 
     return stage_titles()
+
+
+def _in_order(decisions) -> list[str]:
+    """Registry order (``Stage.decisions``), then unregistered decisions by name: none dropped."""
+    from sphere_core.stages import decision_order
+
+    return decision_order(decisions)
 
 
 def token_usage(trees: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -53,7 +59,7 @@ def summarize(routing: pd.DataFrame, pairs: pd.DataFrame, *, run_id: str,
     for stage in _titles():
         sub = routing[routing["stage"] == stage] if len(routing) else routing
         counts = sub["decision"].value_counts().to_dict() if len(sub) else {}
-        stages[stage] = {"questions": len(sub), **{d: int(counts[d]) for d in DECISIONS if d in counts}}
+        stages[stage] = {"questions": len(sub), **{d: int(counts[d]) for d in _in_order(counts)}}
 
     def counts(col: str) -> dict[str, int]:
         return {str(k): int(v) for k, v in pairs[col].value_counts().items()} if len(pairs) else {}
@@ -92,7 +98,7 @@ def summary_table(routing: pd.DataFrame, pairs: pd.DataFrame,
 
     for stage, label in titles.items():
         row = s["stages"][stage]
-        decisions = ", ".join(f"{d} {row[d]}" for d in DECISIONS if d in row) or "-"
+        decisions = ", ".join(f"{d} {row[d]}" for d in _in_order(set(row) - {"questions"})) or "-"
         table.add_row(label, str(row["questions"]), decisions, str(by_stage.get(stage, 0)),
                       *tokens(stage))
     first = next(iter(titles))

@@ -1,8 +1,9 @@
 """The report's PNG plots (matplotlib ``Figure`` objects on the Agg canvas; no pyplot state).
 
 Each function takes plain data, writes one PNG and returns its path. Stage labels come from
-the stage registry (:func:`stage_labels`). Owns looks only: what is plotted is decided by
-``report.py``.
+the stage registry (:func:`stage_labels`), decision colours from it too
+(:func:`decision_colors`). Owns looks only: what is plotted is decided by the report's sections
+(``sphere_core/evaluation/report/sections/``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 
-DECISION_COLORS = {
-    "pair": "#2ca02c", "pair_inverted": "#98df8a", "to_correction": "#ff7f0e",
-    "to_diversity": "#1f77b4", "unresolved": "#d62728", "no_error": "#9467bd",
-    "error": "#7f7f7f", "skipped": "#c7c7c7",
-}
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 DPI = 120
 
@@ -30,6 +26,16 @@ def stage_labels(present: Iterable[str] = ()) -> dict[str, str]:
     for name in present:
         labels.setdefault(str(name), str(name))
     return labels
+
+
+def decision_colors(present: Iterable[str] = ()) -> dict[str, str | None]:
+    """Decision -> colour: the registry's decisions in order (``Stage.decisions``), then any
+    other ``present`` decision (None: matplotlib's next colour)."""
+    from sphere_core.stages import all_decisions, decision_order
+
+    registered = all_decisions()
+    names = decision_order([*registered, *present])
+    return {d: registered[d].color if d in registered else None for d in names}
 
 
 def _two_line(title: str) -> str:
@@ -72,13 +78,13 @@ def routing_plot(decisions: pd.DataFrame, pairs_per_stage: Mapping[str, int], pa
     fig = _figure(9.5, 4.2)
     ax1, ax2 = fig.subplots(1, 2, width_ratios=[3, 2])
     bottom = [0] * len(stages)
-    order = [d for d in DECISION_COLORS if d in decisions.columns]
-    for decision in order + [d for d in decisions.columns if d not in order]:
+    colors = decision_colors(decisions.columns)
+    for decision in (d for d in colors if d in decisions.columns):
         values = [int(decisions.at[s, decision]) if s in decisions.index else 0 for s in stages]
         if not any(values):
             continue
         bars = ax1.bar(ticks, values, bottom=bottom, label=decision,
-                       color=DECISION_COLORS.get(decision), edgecolor="white")
+                       color=colors[decision], edgecolor="white")
         ax1.bar_label(bars, labels=[str(v) if v else "" for v in values], label_type="center", fontsize=8)
         bottom = [b + v for b, v in zip(bottom, values)]
     ax1.set_title("Routing decisions per stage")

@@ -4,7 +4,8 @@
 :class:`~sphere_core.stages.base.BaseStage` instance. Adding a stage (say a future
 "hard-negative" stage consuming Stage 3's ``no_error`` questions) is one new module and one
 entry in ``STAGE_MODULES``. Everything else (search, routing rows, pairs, artifacts, flows,
-summaries, the report) reads stages from this registry.
+summaries, the report) reads stages from this registry, and so does the routing-decision
+vocabulary: each stage's ``decisions`` in run order (:func:`all_decisions`).
 
 Stage names (``stage1``, ...) are the values of the ``stage`` column in routing, tree and
 pair tables and the entries of ``routing.stages`` in the config.
@@ -78,3 +79,23 @@ def check_selection(selected: list[str]) -> None:
 
 def stage_titles() -> dict[str, str]:
     return {s.name: s.title for s in all_stages()}
+
+
+def all_decisions() -> dict:
+    """Decision name -> :class:`~sphere_core.stages.base.Decision`: every stage's decisions in
+    run order (first declaration wins), then the decisions any stage can emit (``error``).
+    The single source of the routing-decision vocabulary (summary, report, plots)."""
+    from sphere_core.stages.base import COMMON_DECISIONS
+
+    out: dict = {}
+    for decision in [d for s in all_stages() for d in s.decisions] + list(COMMON_DECISIONS):
+        out.setdefault(decision.name, decision)
+    return out
+
+
+def decision_order(present) -> list[str]:
+    """The decisions in ``present``: registry order, then unregistered ones by name (a
+    decision an older or newer version wrote is shown, never dropped)."""
+    present = {str(d) for d in present}
+    known = [d for d in all_decisions() if d in present]
+    return known + sorted(present - set(known))

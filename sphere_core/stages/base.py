@@ -38,6 +38,24 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """A routing decision a stage emits: its name (the ``decision`` column), what it means
+    (the report's legend) and its plot colour. The registry's ``all_decisions()`` orders them."""
+
+    name: str
+    title: str
+    color: str
+
+
+PAIR = Decision("pair", "Sol_max right, Sol_min wrong: one pair", "#2ca02c")
+PAIR_INVERTED = Decision("pair_inverted", "Sol_min right, Sol_max wrong: the pair the other way",
+                         "#98df8a")
+ERROR = Decision("error", "the stage's search failed for this question", "#7f7f7f")
+COMMON_DECISIONS = (ERROR,)
+"""Decisions any stage can emit (``routing.error_row``), after every stage's own."""
+
+
+@dataclass(frozen=True)
 class StageItem:
     """One question as a stage searches it."""
 
@@ -84,7 +102,7 @@ class BaseStage:
     name: ClassVar[str]
     title: ClassVar[str]
     consumes: ClassVar[Upstream | None] = None
-    decisions: ClassVar[tuple[str, ...]] = ()
+    decisions: ClassVar[tuple[Decision, ...]] = ()  # what route() can return, in order
     pair_decisions: ClassVar[tuple[str, ...]] = ("pair",)
     seed_offset: ClassVar[int] = 0
     summary: ClassVar[str] = ""  # one paragraph for docs and the report

@@ -18,14 +18,25 @@ from __future__ import annotations
 
 from sphere_core.routing import GradedPath, describe, routing_row
 from sphere_core.stages import register
-from sphere_core.stages.base import BaseStage, StageItem, Upstream, pair_candidate, side
+from sphere_core.stages.base import (
+    PAIR,
+    PAIR_INVERTED,
+    BaseStage,
+    Decision,
+    StageItem,
+    Upstream,
+    pair_candidate,
+    side,
+)
+
+UNRESOLVED = Decision("unresolved", "still no right and wrong path after correction", "#d62728")
 
 
 class Correction(BaseStage):
     name = "stage2"
     title = "Stage 2 (self-correction)"
     consumes = Upstream("stage1", "to_correction")
-    decisions = ("pair", "pair_inverted", "unresolved")
+    decisions = (PAIR, PAIR_INVERTED, UNRESOLVED)
     pair_decisions = ("pair", "pair_inverted")
     seed_offset = 1000
     summary = ("Questions both Stage-1 paths got wrong: the policy sees its wrong solution plus "

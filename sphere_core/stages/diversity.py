@@ -17,14 +17,24 @@ from __future__ import annotations
 
 from sphere_core.routing import GradedPath, describe, routing_row
 from sphere_core.stages import register
-from sphere_core.stages.base import BaseStage, StageItem, Upstream, pair_candidate, side
+from sphere_core.stages.base import (
+    PAIR,
+    BaseStage,
+    Decision,
+    StageItem,
+    Upstream,
+    pair_candidate,
+    side,
+)
+
+NO_ERROR = Decision("no_error", "pi_small found no wrong path: no pair", "#9467bd")
 
 
 class Diversity(BaseStage):
     name = "stage3"
     title = "Stage 3 (diversity)"
     consumes = Upstream("stage1", "to_diversity")
-    decisions = ("pair", "no_error")
+    decisions = (PAIR, NO_ERROR)
     seed_offset = 2000
     summary = ("Questions both Stage-1 paths got right: a smaller policy pi_small searches with "
                "factor x E candidates; its wrong path becomes the rejected answer against the "

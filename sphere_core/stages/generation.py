@@ -14,13 +14,24 @@ from __future__ import annotations
 
 from sphere_core.routing import GradedPath, describe, routing_row
 from sphere_core.stages import register
-from sphere_core.stages.base import BaseStage, StageItem, pair_candidate, side
+from sphere_core.stages.base import (
+    PAIR,
+    PAIR_INVERTED,
+    BaseStage,
+    Decision,
+    StageItem,
+    pair_candidate,
+    side,
+)
+
+TO_CORRECTION = Decision("to_correction", "both paths wrong: sent to Stage 2", "#ff7f0e")
+TO_DIVERSITY = Decision("to_diversity", "both paths right: sent to Stage 3", "#1f77b4")
 
 
 class Generation(BaseStage):
     name = "stage1"
     title = "Stage 1 (self-generation)"
-    decisions = ("pair", "pair_inverted", "to_correction", "to_diversity")
+    decisions = (PAIR, PAIR_INVERTED, TO_CORRECTION, TO_DIVERSITY)
     pair_decisions = ("pair", "pair_inverted")
     seed_offset = 0
     summary = ("The policy samples E candidate next steps per node; the PRM-guided Eq. 3 reward "

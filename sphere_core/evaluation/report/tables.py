@@ -12,7 +12,7 @@ import pandas as pd
 
 from sphere_core.evaluation import plots
 from sphere_core.evaluation.report.markdown import last_content
-from sphere_core.schemas import DECISIONS
+from sphere_core.stages import decision_order
 
 EVAL_METRICS = ("pass@1", "self_correction_acc", "flips_r2w", "flips_w2r")
 DPO_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
@@ -23,9 +23,8 @@ def decision_text(counts: pd.Series, total: int) -> str:
     """``pair 3 (60%), unresolved 2 (40%)``: registry order, then unknown decisions by name."""
     if not total:
         return "–"
-    order = ([d for d in DECISIONS if d in counts.index]
-             + sorted(d for d in counts.index if d not in DECISIONS))
-    return ", ".join(f"{d} {int(counts[d])} ({100 * counts[d] / total:.0f}%)" for d in order)
+    return ", ".join(f"{d} {int(counts[d])} ({100 * counts[d] / total:.0f}%)"
+                     for d in decision_order(counts.index))
 
 
 def table5(routing: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:

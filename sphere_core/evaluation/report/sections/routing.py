@@ -77,6 +77,43 @@ def _pair_count_lines(data: RoundData) -> list[str]:
                       "verified-right and a verified-wrong finished solution).")), ""]
 
 
+def _token_lines(data: RoundData) -> list[str]:
+    """Tokens generated: per question, per pair, total (either search strategy)."""
+    if data.tokens is None:
+        return []
+    t = data.tokens["all"]
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:,.0f}"
+
+    stages = [f"{label} {num(data.tokens[s]['per_question'])}"
+              for s, label in plots.stage_labels().items()
+              if data.tokens.get(s, {}).get("questions")]
+    return [(f"Tokens generated: per question {num(t['per_question'])}, per pair "
+             f"{num(t['per_pair'])}, total {num(t['total'])}"
+             + (f" (per question searched: {'; '.join(stages)})." if stages else ".")), ""]
+
+
+def _legend_lines(routing: pd.DataFrame) -> list[str]:
+    """What each stage does (``Stage.summary``) and what its decisions mean (``Decision.title``),
+    for the stages in this round's routing; decisions the registry does not know are named."""
+    from sphere_core.stages import all_decisions, all_stages, decision_order
+
+    present = set(routing["stage"].dropna()) if len(routing) else set()
+    known = all_decisions()
+    out = []
+    for stage in (s for s in all_stages() if s.name in present):
+        seen = routing.loc[routing["stage"] == stage.name, "decision"].dropna()
+        names = decision_order([d.name for d in stage.decisions] + list(seen))
+        meaning = "; ".join(f"`{d}`: {known[d].title}" if d in known else f"`{d}`: not registered"
+                            for d in names)
+        out.append(f"- **{stage.title}**: {stage.summary} Decisions: {meaning}.")
+    if not out:
+        return []
+    return ["<details><summary>What the stages and their decisions mean</summary>", "", *out, "",
+            "</details>", ""]
+
+
 def routing(data: RoundData, figs: Figures, level: int) -> list[str]:
     """Table 5: decisions and pairs per stage, pairs per route, dropped and completed paths."""
     out = [heading(level, "Routing and preference pairs (Table 5 view)"), ""]
@@ -88,7 +125,9 @@ def routing(data: RoundData, figs: Figures, level: int) -> list[str]:
     if data.routing_source == "store":
         out += ["_Routing read from the store (the run view is missing)._", ""]
     out += [md_table(table5(data.routing, data.pairs)), ""]
+    out += _legend_lines(data.routing)
     out += _pair_count_lines(data)
+    out += _token_lines(data)
     out += _dropped_lines(data)
     out += _completion_lines(data)
     if len(data.routing):
