@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SHARED = REPO_ROOT.parent / "shared"
+SHARED_DATA = SHARED / "data"
 
 
 @pytest.fixture(scope="session")
@@ -58,10 +59,29 @@ def prefect_api() -> str:
         yield PREFECT_API_URL.value()
 
 
+SHIPPED_DATA = (REPO_ROOT / "sphere_core" / "data" / "benchmarks",
+                REPO_ROOT / "sphere_core" / "data" / "builtin")
+
+
+class ShippedData:
+    """``shipped_data / "math500.jsonl"``: a data file the repository ships (the packaged benchmarks
+    and builtin question sets, verbatim copies of the project's source data)."""
+
+    def __truediv__(self, name: str) -> Path:
+        for folder in SHIPPED_DATA:
+            if (folder / name).is_file():
+                return folder / name
+        raise FileNotFoundError(f"{name} is not shipped in {', '.join(map(str, SHIPPED_DATA))}")
+
+
+@pytest.fixture(scope="session")
+def shipped_data() -> ShippedData:
+    return ShippedData()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not present")
+    """The original data files in ../shared/data; only for tests marked ``needs_shared``."""
     return SHARED_DATA
 
 
@@ -73,6 +93,18 @@ def pytest_collection_modifyitems(config, items):
     except ImportError:  # pragma: no cover
         has_cuda = False
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    skip_shared = pytest.mark.skip(reason=f"needs_shared: {SHARED} is not present")
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
+        if "needs_shared" in item.keywords and not SHARED.is_dir():
+            item.add_marker(skip_shared)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Count the tests that need ../shared, so a fresh clone sees what it did not run."""
+    marked = [r for r in terminalreporter.stats.get("skipped", [])
+              if "needs_shared" in getattr(r, "keywords", {})]
+    if marked:
+        terminalreporter.write_line(f"{len(marked)} test(s) marked needs_shared skipped: "
+                                    f"{SHARED} is not present")

@@ -15,7 +15,6 @@ pytestmark = pytest.mark.slow
 
 
 def test_pipeline_runs_every_stage_as_a_subflow(prefect_api, sphere_home, questions_file):
-    pytest.importorskip("flows.train")
     from flows.pipeline import pipeline_flow
 
     result = pipeline_flow(run_id="pipe", preset="demo", overrides=fake_overrides(questions_file) + [

@@ -104,11 +104,11 @@ def grader():
     return get_grader(GradingConfig())
 
 
-def _real_golds(shared_data) -> list[str]:
+def _real_golds(shipped_data) -> list[str]:
     """A spread of real gold answers: GSM8K ints, MATH-500 LaTeX, OlympiadBench multi-answers, AIME."""
 
     def rows(name):
-        with (shared_data / name).open() as fh:
+        with (shipped_data / name).open() as fh:
             return [json.loads(line)["answer"] for line in fh]
 
     math500, olymp = rows("math500.jsonl"), rows("olympiadbench.jsonl")
@@ -130,16 +130,16 @@ def _real_golds(shared_data) -> list[str]:
     return picks
 
 
-def test_real_gold_answers_in_paper_sentence_verify(grader, shared_data):
-    golds = _real_golds(shared_data)
+def test_real_gold_answers_in_paper_sentence_verify(grader, shipped_data):
+    golds = _real_golds(shipped_data)
     assert "\\left( 3, \\frac{\\pi}{2} \\right)" in golds and any("\\text{(" in g for g in golds)
     results = grader.grade_texts([paper_sentence(g) for g in golds], golds)
     assert [ext for ext, _ in results] == golds
     assert all(ok for _, ok in results), [g for g, (_, ok) in zip(golds, results) if not ok]
 
 
-def test_perturbed_answers_do_not_verify(grader, shared_data):
-    golds = _real_golds(shared_data)
+def test_perturbed_answers_do_not_verify(grader, shipped_data):
+    golds = _real_golds(shipped_data)
     shifted = golds[1:] + golds[:1]  # each gold checked against a different real answer
     assert [v.status for v in grader.verify_detailed(shifted, golds)] == ["mismatch"] * len(golds)
     numeric = [g for g in golds if g.isdigit()]

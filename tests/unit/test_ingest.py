@@ -201,14 +201,18 @@ def test_unreadable_files_raise_naming_the_file(tmp_path):
         resolve_data_path("builtin:nope")
 
 
-def test_builtin_data_is_packaged(shared_data):
+def test_builtin_data_is_packaged(shipped_data):
     demo = resolve_data_path("builtin:gsm8k_demo")
     assert demo.parent == BUILTIN_DIR
-    train_rows = set((shared_data / "gsm8k_train.jsonl").read_text().splitlines())
+    train_rows = set((shipped_data / "gsm8k_train.jsonl").read_text().splitlines())
     demo_rows = demo.read_text().splitlines()
     assert len(demo_rows) == 12 and set(demo_rows) <= train_rows  # verbatim GSM8K-train rows
     res = ingest_file("builtin:gsm8k_demo", DataConfig())
     assert res.stats["accepted"] == 12 and res.questions["source"].eq("builtin:gsm8k_demo").all()
+
+
+@pytest.mark.needs_shared
+def test_builtin_data_matches_the_originals(shared_data):
     for name in ("gsm8k_train", "math_train"):
         assert (
             resolve_data_path(f"builtin:{name}").stat().st_size
@@ -216,12 +220,12 @@ def test_builtin_data_is_packaged(shared_data):
         )
 
 
-def test_math_train_boxed_extractor_reproduces_answers(shared_data):
+def test_math_train_boxed_extractor_reproduces_answers(shipped_data):
     """The brace-matched last-\\boxed extractor gives every MATH-train gold answer from its solution."""
     res = ingest_file(
-        shared_data / "math_train.jsonl", DataConfig(answer_field="solution", answer_style="boxed")
+        shipped_data / "math_train.jsonl", DataConfig(answer_field="solution", answer_style="boxed")
     )
-    gold = pd.read_json(shared_data / "math_train.jsonl", lines=True)
+    gold = pd.read_json(shipped_data / "math_train.jsonl", lines=True)
     assert res.stats["rejected"] == 0
     gold.index = gold.index + 1  # source_row is the 1-based line number
     merged = res.questions.join(

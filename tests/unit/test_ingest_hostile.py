@@ -158,8 +158,8 @@ def test_source_ids_kept_and_duplicates_rejected(tmp_path):
     assert res.rejects["reason"].tolist() == ["duplicate source id u0 (first at row 1)"]
 
 
-def test_packaged_benchmark_ids_become_source_ids(shared_data):
-    res = ingest_file(shared_data / "math500.jsonl", DataConfig(limit=2))
+def test_packaged_benchmark_ids_become_source_ids(shipped_data):
+    res = ingest_file(shipped_data / "math500.jsonl", DataConfig(limit=2))
     assert res.stats["rejected"] == 0
     assert res.questions["source_id"].tolist() == [
         "test/precalculus/807.json",

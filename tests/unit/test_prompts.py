@@ -19,8 +19,6 @@ PAPER = Path(__file__).resolve().parents[2].parent / "shared" / "paper" / "spher
 
 def _table6() -> dict[str, str]:
     """Rebuild the two Table 6 prompts from the paper's markdown (tab-indented table rows)."""
-    if not PAPER.is_file():
-        pytest.skip("paper markdown not present")
     lines = PAPER.read_text(encoding="utf-8").splitlines()
     start = lines.index("Stage\tPrompt")
     prompts: dict[str, list[str]] = {}
@@ -35,6 +33,7 @@ def _table6() -> dict[str, str]:
     return {k: " ".join(v).replace("\\$", "$") for k, v in prompts.items()}
 
 
+@pytest.mark.needs_shared
 def test_prompts_are_table6_verbatim():
     table = _table6()
     assert SYSTEM_PROMPT == table["Self Generation"]
@@ -78,8 +77,9 @@ def test_empty_inputs_rejected(bad):
 @pytest.mark.slow
 def test_embedded_tokenizer_chat_template():
     """The embedded SmolLM2 chat template renders both message lists, roles in order."""
-    embedded = pytest.importorskip("sphere_core.backends.embedded")
     from transformers import AutoTokenizer
+
+    from sphere_core.backends import embedded
 
     gguf = embedded.embedded_gguf_path()
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
