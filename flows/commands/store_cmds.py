@@ -1,4 +1,5 @@
-"""`sphere runs`, `sphere routes`, `sphere db upgrade|current`: read the metadata store.
+"""`sphere runs`, `sphere routes`, `sphere calibration`, `sphere db upgrade|current`: read the
+metadata store (and, for ``calibration``, a run's tree and routing tables).
 
 Thin: opens the repository (``sphere_core.storage.repo``), formats rows as a rich table,
 JSON (the only thing on stdout) or CSV. SQLAlchemy/Alembic are imported inside commands.
@@ -85,6 +86,12 @@ def _cell(key: str, row: dict) -> str:
 def _run_cell(key: str, row: dict) -> str:
     if key == "progress":  # the round reached of the rounds planned, e.g. "2/3"
         return _pair(row, "round", "rounds")
+    if key == "status" and row.get("status") == "completed":  # "completed, 3 errors"
+        from sphere_core.error_budget import errors_in_note
+
+        errors = errors_in_note(row.get("error"))
+        if errors:
+            return f"completed, {errors} error{'s' if errors != 1 else ''}"
     return _cell(key, row)
 
 
@@ -155,6 +162,38 @@ def routes(
     _emit(rows, fmt, columns, title=title, cell=_route_cell)
 
 
+def calibration(
+    run: Annotated[str, typer.Option("--run", "-r", help="Run id to calibrate.")],
+    round_: Annotated[int, typer.Option("--round", min=1, help="Self-evolution round.")] = 1,
+    stage: Annotated[str, typer.Option("--stage", help="Stage to read.")] = "stage1",
+    fmt: FormatOpt = "table",
+) -> None:
+    """PRM calibration: Sol_max-right share, AUROC of the path reward (overall, by depth)."""
+    from flows.commands.common import resolve_config
+    from flows.common import home_for
+    from sphere_core.calibration import NEAR_CHANCE, run_calibration
+
+    _check_format(fmt)
+    cfg = resolve_config()
+    cal = run_calibration(home_for(cfg), run, round_, stage=stage, grading=cfg.grading)
+    row = cal.as_dict() | {"run_id": run, "round": round_}
+    if fmt != "table":
+        _emit([row], fmt, [], title="")
+        return
+    pct = lambda v: "-" if v is None else f"{v:.3f}"
+    rows = [{"figure": "Sol_max right (pair / pair + pair_inverted)",
+             "value": f"{pct(cal.sol_max_right_share)} ({cal.pairs}/{cal.pairs + cal.pairs_inverted})"},
+            {"figure": f"AUROC, {cal.finished_paths} finished paths ({cal.right_paths} right)",
+             "value": pct(cal.auroc) + (f" (near chance: < {NEAR_CHANCE})" if cal.near_chance else "")},
+            {"figure": "AUROC, routed Sol_max/Sol_min", "value": pct(cal.auroc_routed)},
+            {"figure": "mean reward right / wrong",
+             "value": f"{pct(cal.mean_reward_right)} / {pct(cal.mean_reward_wrong)}"}]
+    rows += [{"figure": f"AUROC at depth {d} ({cal.paths_by_depth[d]} paths)", "value": pct(v)}
+             for d, v in cal.auroc_by_depth.items()]
+    _emit(rows, fmt, [("figure", "figure"), ("value", "value")],
+          title=f"PRM calibration of run {run} round {round_} {stage}")
+
+
 @db_app.command("upgrade")
 def db_upgrade(database_url: DbUrlOpt = None) -> None:
     """Apply all migrations (alembic upgrade head)."""
@@ -185,4 +224,5 @@ def db_current(database_url: DbUrlOpt = None) -> None:
 def register(app: typer.Typer) -> None:
     app.command("runs")(runs)
     app.command("routes")(routes)
+    app.command("calibration")(calibration)
     app.add_typer(db_app, name="db")

@@ -22,6 +22,7 @@ from sphere_core.evaluation.report.loading import RoundData, RunParts
 from sphere_core.evaluation.report.markdown import Figures
 from sphere_core.evaluation.report.sections import (
     accuracy,
+    calibration,
     examples,
     rounds,
     routing,
@@ -43,6 +44,7 @@ ROUNDS_SECTIONS: tuple[RunSection, ...] = (
 ROUND_SECTIONS: tuple[RoundSection, ...] = (
     routing.routing,
     routing.rewards,
+    calibration.calibration,
     training.dpo,
     accuracy.evaluation,
     statistics.statistics,
