@@ -132,7 +132,9 @@ def diagnose(tree, golds, grading) -> dict:
                 "mean_tail_prm": sum(tail_prm[i] for i in idx) / len(idx) if idx else None}
 
     mean = (lambda xs: sum(xs) / len(xs) if xs else math.nan)
+    answer_steps = _answer_steps(tree, rows)
     return {
+        **answer_steps,
         "tail_prm_auroc": auroc(tail_prm, right),
         "completion_tails": sub(True), "searched_tails": sub(False),
         "length_auroc": auroc([len(str(t.text)) for t in tails], right),
@@ -141,6 +143,37 @@ def diagnose(tree, golds, grading) -> dict:
         "mean_abs_adv": round(mean([abs(a) for a in adv]), 4),
         "mean_prm": round(mean(prm), 4),
     }
+
+
+def _answer_steps(tree, rows) -> dict:
+    """Do steps that state a final answer (searched, not completions) get more reward?
+
+    Over depth > 0 searched candidates: mean policy probability pi, advantage term, PRM score
+    and reward of answer steps vs the others, and the depth of the chosen tail per side.
+    """
+    from sphere_core.search.reward import policy_prob
+
+    groups: dict[str, dict[str, list[float]]] = {"answer": {}, "other": {}}
+    for r in rows.values():
+        parent = rows.get(str(r.parent_id)) if r.parent_id is not None else None
+        if parent is None or bool(r.completion):
+            continue
+        key = "answer" if isinstance(r.extracted_answer, str) else "other"
+        pi = policy_prob(r.policy_mean_logprob)
+        adv = (pi - policy_prob(parent.policy_mean_logprob)) / max(float(parent.prm_score), 1e-3)
+        for name, v in (("pi", pi), ("adv", adv), ("prm", float(r.prm_score)),
+                        ("reward", float(r.reward))):
+            groups[key].setdefault(name, []).append(v)
+    out = {f"{k}_steps": {"n": len(g.get("pi", [])),
+                          **{n: round(sum(v) / len(v), 4) for n, v in g.items()}}
+           for k, g in groups.items()}
+    for side in ("max", "min"):
+        chosen = tree[(tree["path"] == side) & tree["selected"].astype(bool)]
+        tails = chosen.groupby("question_id")["depth"].max()
+        out[f"{side}_tail_depth"] = round(float(tails.mean()), 3) if len(tails) else None
+        done = chosen[~chosen["completion"].astype(bool) & chosen["terminal"].astype(bool)]
+        out[f"{side}_answered_in_search"] = int(done["question_id"].nunique())
+    return out
 
 
 def _commit() -> str:
