@@ -35,14 +35,36 @@ def comparison_cells(c: Any) -> list[str]:
     """Table cells of one ``PairedComparison`` (see :data:`COLUMNS`)."""
     from sphere_core.evaluation.paired_stats import format_diff_ci, format_p
 
-    return [c.benchmark, c.label_a, c.label_b, str(c.n), _pct(c.pass_a), _pct(c.pass_b),
-            format_diff_ci(c), format_p(c.p_mcnemar),
-            str(c.right_to_wrong), str(c.wrong_to_right), _pct(c.format_fail_a),
-            _pct(c.format_fail_b)]
+    return [
+        c.benchmark,
+        c.label_a,
+        c.label_b,
+        str(c.n),
+        _pct(c.pass_a),
+        _pct(c.pass_b),
+        format_diff_ci(c),
+        format_p(c.p_mcnemar),
+        str(c.right_to_wrong),
+        str(c.wrong_to_right),
+        _pct(c.format_fail_a),
+        _pct(c.format_fail_b),
+    ]
 
 
-COLUMNS = ("benchmark", "A", "B", "n", "Pass@1 A", "Pass@1 B", "B−A pp [CI]", "McNemar p",
-           "r→w", "w→r", "no answer A", "no answer B")
+COLUMNS = (
+    "benchmark",
+    "A",
+    "B",
+    "n",
+    "Pass@1 A",
+    "Pass@1 B",
+    "B−A pp [CI]",
+    "McNemar p",
+    "r→w",
+    "w→r",
+    "no answer A",
+    "no answer B",
+)
 
 
 def print_comparisons(comparisons: list, title: str) -> None:
@@ -52,9 +74,11 @@ def print_comparisons(comparisons: list, title: str) -> None:
     if not comparisons:
         return
     first = comparisons[0]
-    caption = (f"paired over the questions both answered; CI: {first.level:.0%} paired bootstrap, "
-               f"{first.n_boot} resamples, seed {first.seed}; McNemar: exact, two-sided; "
-               "r→w: A right, B wrong; no answer: no parsable final answer")
+    caption = (
+        f"paired over the questions both answered; CI: {first.level:.0%} paired bootstrap, "
+        f"{first.n_boot} resamples, seed {first.seed}; McNemar: exact, two-sided; "
+        "r→w: A right, B wrong; no answer: no parsable final answer"
+    )
     table = Table(title=title, caption=caption)
     for col in COLUMNS:
         table.add_column(col, no_wrap=col in ("benchmark", "B−A pp [CI]"))
@@ -76,8 +100,9 @@ def evaluation_statistics(result: Any, cfg: Any) -> list:
 
     benchmarks = list(dict.fromkeys(r["benchmark"] for r in result.rows))
     ev = cfg.evaluation
-    return base_vs_trained(Path(result.out_dir), benchmarks, n_boot=ev.bootstrap_samples,
-                           seed=ev.bootstrap_seed)
+    return base_vs_trained(
+        Path(result.out_dir), benchmarks, n_boot=ev.bootstrap_samples, seed=ev.bootstrap_seed
+    )
 
 
 def echo_json(payload: dict[str, Any]) -> None:
@@ -86,10 +111,14 @@ def echo_json(payload: dict[str, Any]) -> None:
 
 def compare(
     run_a: Annotated[str, typer.Argument(help="Run id of model A (e.g. the SPHERE-trained run).")],
-    run_b: Annotated[str, typer.Argument(help="Run id of model B (e.g. the sampling-trained run).")],
+    run_b: Annotated[
+        str, typer.Argument(help="Run id of model B (e.g. the sampling-trained run).")
+    ],
     round: Annotated[int, typer.Option("--round", min=1, help="Round of both runs.")] = 1,
     fmt: FormatOpt = "table",
-    preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Trained model of RUN_A vs that of RUN_B, and each run's base vs its trained model.
 
@@ -104,11 +133,23 @@ def compare(
     check_format(fmt)
     cfg = resolve_config(preset, config, set_)
     ev = cfg.evaluation
-    comparisons = compare_runs(sphere_home(cfg.storage.home), run_a, run_b, round,
-                               n_boot=ev.bootstrap_samples, seed=ev.bootstrap_seed)
+    comparisons = compare_runs(
+        sphere_home(cfg.storage.home),
+        run_a,
+        run_b,
+        round,
+        n_boot=ev.bootstrap_samples,
+        seed=ev.bootstrap_seed,
+    )
     if fmt == "json":
-        echo_json({"run_a": run_a, "run_b": run_b, "round": round,
-                   "comparisons": [c.as_dict() for c in comparisons]})
+        echo_json(
+            {
+                "run_a": run_a,
+                "run_b": run_b,
+                "round": round,
+                "comparisons": [c.as_dict() for c in comparisons],
+            }
+        )
         return
     print_comparisons(comparisons, title=f"{run_a} vs {run_b} (round {round})")
 

@@ -22,8 +22,9 @@ from sphere_core.storage.run_outputs import round_dir
 BASE, TRAINED = "base", "trained"
 
 
-def load_items(eval_dir: Path, label: str,
-               benchmarks: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+def load_items(
+    eval_dir: Path, label: str, benchmarks: Sequence[str] | None = None
+) -> dict[str, pd.DataFrame]:
     """The per-item records of model ``label`` under ``eval_dir`` by benchmark, each with a
     ``benchmark`` column (every benchmark found, or only ``benchmarks``); empty when none.
 
@@ -44,21 +45,33 @@ def load_items(eval_dir: Path, label: str,
     return out
 
 
-def compare_loaded(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame], *, label_a: str,
-                   label_b: str, n_boot: int, seed: int) -> list[PairedComparison]:
+def compare_loaded(
+    a: dict[str, pd.DataFrame],
+    b: dict[str, pd.DataFrame],
+    *,
+    label_a: str,
+    label_b: str,
+    n_boot: int,
+    seed: int,
+) -> list[PairedComparison]:
     """:func:`compare_items` per benchmark both evaluated (in ``a``'s order)."""
     out: list[PairedComparison] = []
     for bench, items in a.items():
         if bench in b:
-            out += compare_items(items, b[bench], label_a=label_a, label_b=label_b,
-                                 n_boot=n_boot, seed=seed)
+            out += compare_items(
+                items, b[bench], label_a=label_a, label_b=label_b, n_boot=n_boot, seed=seed
+            )
     return out
 
 
-def base_vs_trained(eval_dir: Path, benchmarks: Sequence[str] | None = None, *, n_boot: int = 10000,
-                    seed: int = 0) -> list[PairedComparison]:
+def base_vs_trained(
+    eval_dir: Path, benchmarks: Sequence[str] | None = None, *, n_boot: int = 10000, seed: int = 0
+) -> list[PairedComparison]:
     """Base vs trained on each benchmark both answered; empty without both evaluations."""
-    base, trained = load_items(eval_dir, BASE, benchmarks), load_items(eval_dir, TRAINED, benchmarks)
+    base, trained = (
+        load_items(eval_dir, BASE, benchmarks),
+        load_items(eval_dir, TRAINED, benchmarks),
+    )
     return compare_loaded(base, trained, label_a=BASE, label_b=TRAINED, n_boot=n_boot, seed=seed)
 
 
@@ -73,8 +86,9 @@ def run_eval_dir(home: Path, run_id: str, round: int = 1) -> Path:
     return folder / "eval"
 
 
-def compare_runs(home: Path, run_a: str, run_b: str, round: int = 1, *, n_boot: int = 10000,
-                 seed: int = 0) -> list[PairedComparison]:
+def compare_runs(
+    home: Path, run_a: str, run_b: str, round: int = 1, *, n_boot: int = 10000, seed: int = 0
+) -> list[PairedComparison]:
     """Trained model of ``run_a`` vs that of ``run_b``, and each run's base vs its trained model.
 
     Order: ``A/base`` vs ``A/trained``, ``B/base`` vs ``B/trained`` (when the run evaluated its
@@ -88,17 +102,26 @@ def compare_runs(home: Path, run_a: str, run_b: str, round: int = 1, *, n_boot: 
         if not trained:
             raise EvaluationError(
                 f"run {run!r} (round {round}) has no evaluation of its trained model in "
-                f"{folder / TRAINED}; run `sphere evaluate --run {run}` first")
+                f"{folder / TRAINED}; run `sphere evaluate --run {run}` first"
+            )
         loaded[run] = (load_items(folder, BASE), trained)
     out: list[PairedComparison] = []
     for run, (base, trained) in loaded.items():
-        out += compare_loaded(base, trained, label_a=f"{run}/{BASE}", label_b=f"{run}/{TRAINED}",
-                              n_boot=n_boot, seed=seed)
+        out += compare_loaded(
+            base,
+            trained,
+            label_a=f"{run}/{BASE}",
+            label_b=f"{run}/{TRAINED}",
+            n_boot=n_boot,
+            seed=seed,
+        )
     (_, a), (_, b) = loaded[run_a], loaded[run_b]
-    across = compare_loaded(a, b, label_a=f"{run_a}/{TRAINED}", label_b=f"{run_b}/{TRAINED}",
-                            n_boot=n_boot, seed=seed)
+    across = compare_loaded(
+        a, b, label_a=f"{run_a}/{TRAINED}", label_b=f"{run_b}/{TRAINED}", n_boot=n_boot, seed=seed
+    )
     if not across:
         raise EvaluationError(
             f"runs {run_a!r} and {run_b!r} (round {round}) have no evaluated question in common "
-            f"(benchmarks {', '.join(a)} vs {', '.join(b)})")
+            f"(benchmarks {', '.join(a)} vs {', '.join(b)})"
+        )
     return out + across

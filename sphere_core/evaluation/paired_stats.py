@@ -110,11 +110,14 @@ def _prepare(items: pd.DataFrame, which: str) -> pd.DataFrame:
     missing = [c for c in ("question_id", "correct_1") if c not in items.columns]
     if missing:
         raise ValueError(f"evaluation records of {which} lack column(s) {', '.join(missing)}")
-    frame = pd.DataFrame({
-        "benchmark": items["benchmark"].astype(str) if "benchmark" in items.columns else "",
-        "question_id": items["question_id"].astype(str),
-        "correct": items["correct_1"].fillna(False).astype(bool),
-    }, index=items.index)
+    frame = pd.DataFrame(
+        {
+            "benchmark": items["benchmark"].astype(str) if "benchmark" in items.columns else "",
+            "question_id": items["question_id"].astype(str),
+            "correct": items["correct_1"].fillna(False).astype(bool),
+        },
+        index=items.index,
+    )
     fails = format_failures(items)
     frame["format_fail"] = fails.astype(object) if fails is not None else None
     return frame.drop_duplicates(["benchmark", "question_id"], keep="first")
@@ -149,19 +152,35 @@ def compare_items(
             continue
         ca, cb = pairs["correct_a"].to_numpy(bool), pairs["correct_b"].to_numpy(bool)
         r2w, w2r = int((ca & ~cb).sum()), int((~ca & cb).sum())
+        diff = (w2r - r2w) / len(pairs)  # = pass_b - pass_a, without float cancellation
         low, high = paired_bootstrap_ci(ca, cb, n_boot=n_boot, seed=seed, level=level)
-        out.append(PairedComparison(
-            benchmark=bench, label_a=label_a, label_b=label_b, n=len(pairs),
-            pass_a=float(ca.mean()), pass_b=float(cb.mean()), diff=float(cb.mean() - ca.mean()),
-            ci_low=low, ci_high=high, level=level, n_boot=n_boot, seed=seed,
-            p_mcnemar=mcnemar_exact(r2w, w2r), right_to_wrong=r2w, wrong_to_right=w2r,
-            format_fail_a=_share(pairs["format_fail_a"]), format_fail_b=_share(pairs["format_fail_b"]),
-        ))
+        out.append(
+            PairedComparison(
+                benchmark=bench,
+                label_a=label_a,
+                label_b=label_b,
+                n=len(pairs),
+                pass_a=float(ca.mean()),
+                pass_b=float(cb.mean()),
+                diff=diff,
+                ci_low=low,
+                ci_high=high,
+                level=level,
+                n_boot=n_boot,
+                seed=seed,
+                p_mcnemar=mcnemar_exact(r2w, w2r),
+                right_to_wrong=r2w,
+                wrong_to_right=w2r,
+                format_fail_a=_share(pairs["format_fail_a"]),
+                format_fail_b=_share(pairs["format_fail_b"]),
+            )
+        )
     return out
 
 
 def format_diff_ci(c: PairedComparison) -> str:
     """``+12.5 [+2.0, +25.0]``: the difference and its CI in percentage points."""
+
     def pp(value: float) -> str:
         return f"{100 * value:+.1f}"
 

@@ -13,9 +13,9 @@ from flows.cli import main
 from tests.support.eval_items import write_items
 
 T, F = True, False
-BASE = [T, T, T, F, F, F, F, F, F, F]        # 3/10
-TRAINED_A = [T, T, F, T, T, T, T, T, F, F]   # 7/10: q3 right->wrong, q4..q8 wrong->right
-TRAINED_B = [T, T, T, T, F, F, F, F, F, F]   # 4/10: q4 wrong->right
+BASE = [T, T, T, F, F, F, F, F, F, F]  # 3/10
+TRAINED_A = [T, T, F, T, T, T, T, T, F, F]  # 7/10: q3 right->wrong, q4..q8 wrong->right
+TRAINED_B = [T, T, T, T, F, F, F, F, F, F]  # 4/10: q4 wrong->right
 
 
 @pytest.fixture
@@ -35,26 +35,57 @@ def _json(capsys) -> dict:
 
 
 def test_compare_json_has_every_pair_with_hand_computed_statistics(two_runs, capsys):
-    assert main(["compare", "sphere1", "sampling1", "--format", "json",
-                 "--set", "evaluation.bootstrap_samples=2000", "--set", "evaluation.bootstrap_seed=5"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "sphere1",
+                "sampling1",
+                "--format",
+                "json",
+                "--set",
+                "evaluation.bootstrap_samples=2000",
+                "--set",
+                "evaluation.bootstrap_seed=5",
+            ]
+        )
+        == 0
+    )
     payload = _json(capsys)
     assert (payload["run_a"], payload["run_b"], payload["round"]) == ("sphere1", "sampling1", 1)
     rows = {(r["label_a"], r["label_b"], r["benchmark"]): r for r in payload["comparisons"]}
     assert list(rows) == [
-        ("sphere1/base", "sphere1/trained", "gsm8k"), ("sphere1/base", "sphere1/trained", "math500"),
+        ("sphere1/base", "sphere1/trained", "gsm8k"),
+        ("sphere1/base", "sphere1/trained", "math500"),
         ("sampling1/base", "sampling1/trained", "gsm8k"),
         ("sphere1/trained", "sampling1/trained", "gsm8k"),  # math500: run B did not evaluate it
     ]
     a = rows[("sphere1/base", "sphere1/trained", "gsm8k")]
-    assert (a["n"], a["pass_a"], a["pass_b"], a["right_to_wrong"], a["wrong_to_right"]) == (10, 0.3, 0.7, 1, 5)
+    assert (a["n"], a["pass_a"], a["pass_b"], a["right_to_wrong"], a["wrong_to_right"]) == (
+        10,
+        0.3,
+        0.7,
+        1,
+        5,
+    )
     assert a["diff"] == pytest.approx(0.4) and a["p_mcnemar"] == pytest.approx(0.21875)
-    assert a["ci_low"] <= 0.4 <= a["ci_high"] and (a["n_boot"], a["seed"], a["level"]) == (2000, 5, 0.95)
+    assert a["ci_low"] <= 0.4 <= a["ci_high"] and (a["n_boot"], a["seed"], a["level"]) == (
+        2000,
+        5,
+        0.95,
+    )
     assert a["format_fail_a"] == 0.0 and a["format_fail_b"] == 0.0
     b = rows[("sampling1/base", "sampling1/trained", "gsm8k")]
     assert (b["n"], b["right_to_wrong"], b["wrong_to_right"], b["p_mcnemar"]) == (10, 0, 1, 1.0)
     assert b["format_fail_b"] == pytest.approx(0.1)  # q10 of 10 joined questions
     x = rows[("sphere1/trained", "sampling1/trained", "gsm8k")]
-    assert (x["n"], x["pass_a"], x["pass_b"], x["right_to_wrong"], x["wrong_to_right"]) == (10, 0.7, 0.4, 4, 1)
+    assert (x["n"], x["pass_a"], x["pass_b"], x["right_to_wrong"], x["wrong_to_right"]) == (
+        10,
+        0.7,
+        0.4,
+        4,
+        1,
+    )
     assert x["diff"] == pytest.approx(-0.3) and x["p_mcnemar"] == pytest.approx(0.375)  # 2*(1+5)/32
     assert x["ci_low"] <= -0.3 <= x["ci_high"] < 0.3
 

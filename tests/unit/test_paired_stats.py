@@ -14,16 +14,19 @@ from sphere_core.evaluation.paired_stats import (
 )
 
 
-@pytest.mark.parametrize(("b", "c", "p"), [
-    (1, 5, 0.21875),      # 2 * (C(6,0) + C(6,1)) / 2**6 = 14/64
-    (5, 1, 0.21875),      # symmetric
-    (0, 6, 0.03125),      # 2 / 64
-    (2, 8, 0.109375),     # 2 * (1 + 10 + 45) / 1024
-    (0, 1, 1.0),          # 2 * 1/2 = 1
-    (3, 3, 1.0),          # b == c: capped at 1
-    (0, 0, 1.0),          # no discordant pair
-    (0, 20, 2 / 2**20),
-])
+@pytest.mark.parametrize(
+    ("b", "c", "p"),
+    [
+        (1, 5, 0.21875),  # 2 * (C(6,0) + C(6,1)) / 2**6 = 14/64
+        (5, 1, 0.21875),  # symmetric
+        (0, 6, 0.03125),  # 2 / 64
+        (2, 8, 0.109375),  # 2 * (1 + 10 + 45) / 1024
+        (0, 1, 1.0),  # 2 * 1/2 = 1
+        (3, 3, 1.0),  # b == c: capped at 1
+        (0, 0, 1.0),  # no discordant pair
+        (0, 20, 2 / 2**20),
+    ],
+)
 def test_mcnemar_exact_hand_computed(b, c, p):
     assert mcnemar_exact(b, c) == pytest.approx(p, rel=1e-12, abs=0)
 
@@ -56,30 +59,58 @@ def test_bootstrap_ci_level_and_bad_input():
     wide = paired_bootstrap_ci(a, b, n_boot=4000, seed=1, level=0.99)
     narrow = paired_bootstrap_ci(a, b, n_boot=4000, seed=1, level=0.5)
     assert wide[0] < narrow[0] <= 20 / 60 <= narrow[1] < wide[1]  # diff: 20 of 60 flip to right
-    for bad in ({"a": [], "b": []}, {"a": [1], "b": [1, 0]}, {"a": [1], "b": [1], "level": 1.0},
-                {"a": [1], "b": [1], "n_boot": 0}):
+    for bad in (
+        {"a": [], "b": []},
+        {"a": [1], "b": [1, 0]},
+        {"a": [1], "b": [1], "level": 1.0},
+        {"a": [1], "b": [1], "n_boot": 0},
+    ):
         with pytest.raises(ValueError):
             paired_bootstrap_ci(**bad)
 
 
 def _items(bench, rows):
     """rows: (question_id, correct_1, extracted_1)."""
-    return pd.DataFrame([{"benchmark": bench, "question_id": q, "correct_1": c, "extracted_1": e}
-                         for q, c, e in rows])
+    return pd.DataFrame(
+        [
+            {"benchmark": bench, "question_id": q, "correct_1": c, "extracted_1": e}
+            for q, c, e in rows
+        ]
+    )
 
 
 def test_compare_items_joins_on_common_questions_per_benchmark():
-    base = pd.concat([
-        _items("gsm8k", [("q1", True, "1"), ("q2", False, "5"), ("q3", False, None),
-                         ("q4", True, "4"), ("q5", False, "")]),
-        _items("math500", [("m1", True, "x")]),
-        _items("aime24", [("a1", True, "3")]),  # the trained model did not answer aime24
-    ])
-    trained = pd.concat([
-        _items("gsm8k", [("q1", False, "7"), ("q2", True, "2"), ("q3", True, "3"),
-                         ("q4", True, "4"), ("q9", True, "9")]),  # q5 missing, q9 extra
-        _items("math500", [("m1", True, "x"), ("m2", False, None)]),
-    ])
+    base = pd.concat(
+        [
+            _items(
+                "gsm8k",
+                [
+                    ("q1", True, "1"),
+                    ("q2", False, "5"),
+                    ("q3", False, None),
+                    ("q4", True, "4"),
+                    ("q5", False, ""),
+                ],
+            ),
+            _items("math500", [("m1", True, "x")]),
+            _items("aime24", [("a1", True, "3")]),  # the trained model did not answer aime24
+        ]
+    )
+    trained = pd.concat(
+        [
+            _items(
+                "gsm8k",
+                [
+                    ("q1", False, "7"),
+                    ("q2", True, "2"),
+                    ("q3", True, "3"),
+                    ("q4", True, "4"),
+                    ("q9", True, "9"),
+                ],
+            ),  # q5 missing, q9 extra
+            _items("math500", [("m1", True, "x"), ("m2", False, None)]),
+        ]
+    )
     result = compare_items(base, trained, label_a="base", label_b="trained", n_boot=2000, seed=7)
     assert [r.benchmark for r in result] == ["gsm8k", "math500"]
     gsm = result[0]
@@ -97,8 +128,13 @@ def test_compare_items_joins_on_common_questions_per_benchmark():
 
 
 def test_compare_items_without_extracted_column_reports_na_and_no_overlap_gives_nothing():
-    old = pd.DataFrame({"benchmark": ["gsm8k"] * 3, "question_id": ["1", "2", "3"],
-                        "correct_1": [True, False, True]})  # an old record without extracted_1
+    old = pd.DataFrame(
+        {
+            "benchmark": ["gsm8k"] * 3,
+            "question_id": ["1", "2", "3"],
+            "correct_1": [True, False, True],
+        }
+    )  # an old record without extracted_1
     new = _items("gsm8k", [("1", True, None), ("2", True, "2"), ("3", True, "3")])
     (row,) = compare_items(old, new, label_a="old", label_b="new", n_boot=100)
     assert row.format_fail_a is None and row.format_fail_b == pytest.approx(1 / 3)
@@ -110,7 +146,11 @@ def test_compare_items_without_extracted_column_reports_na_and_no_overlap_gives_
 
 
 def test_compare_items_question_ids_compare_as_text_and_repeat_once():
-    a = pd.DataFrame({"benchmark": ["b"] * 3, "question_id": [1, 2, 2], "correct_1": [True, False, True]})
-    b = pd.DataFrame({"benchmark": ["b"] * 2, "question_id": ["1", "2"], "correct_1": [False, False]})
+    a = pd.DataFrame(
+        {"benchmark": ["b"] * 3, "question_id": [1, 2, 2], "correct_1": [True, False, True]}
+    )
+    b = pd.DataFrame(
+        {"benchmark": ["b"] * 2, "question_id": ["1", "2"], "correct_1": [False, False]}
+    )
     (row,) = compare_items(a, b, label_a="a", label_b="b", n_boot=50)
     assert row.n == 2 and row.right_to_wrong == 1 and row.wrong_to_right == 0  # q2: first record

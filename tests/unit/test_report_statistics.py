@@ -18,7 +18,7 @@ HEADING = "## Statistics (base vs trained, paired)"
 def _section(text: str) -> str:
     start = text.index(HEADING)
     end = text.find("\n## ", start + len(HEADING))
-    return text[start:end if end >= 0 else None]
+    return text[start : end if end >= 0 else None]
 
 
 def _cells(section: str, bench: str) -> list[str]:
@@ -31,10 +31,14 @@ def test_statistics_section_from_the_round_items(sphere_home, home_store):
     fabricate_run(sphere_home, home_store, cfg, "st1", [mixed_spec()])
     # gsm8k: base 3/10, trained 7/10 (q3 right->wrong, q4..q8 wrong->right); trained q10 no answer
     write_items(sphere_home, "st1", "base", "gsm8k", [T, T, T, F, F, F, F, F, F, F])
-    write_items(sphere_home, "st1", "trained", "gsm8k", [T, T, F, T, T, T, T, T, F, F],
-                no_answer=(9,))
+    write_items(
+        sphere_home, "st1", "trained", "gsm8k", [T, T, F, T, T, T, T, T, F, F], no_answer=(9,)
+    )
     # math500: old records without extracted_1; only m1, m2 answered by both
-    for label, correct, ids in (("base", [F, F, T], ["m1", "m2", "m3"]), ("trained", [T, T], ["m1", "m2"])):
+    for label, correct, ids in (
+        ("base", [F, F, T], ["m1", "m2", "m3"]),
+        ("trained", [T, T], ["m1", "m2"]),
+    ):
         path = write_items(sphere_home, "st1", label, "math500", correct, ids=ids)
         pd.read_parquet(path).drop(columns="extracted_1").to_parquet(path, index=False)
     section = _section(build_report("st1", sphere_home, home_store).read_text())
@@ -45,8 +49,18 @@ def test_statistics_section_from_the_round_items(sphere_home, home_store):
     low, high = (float(x) for x in ci.strip("[]").split(", "))
     assert diff == "+40.0" and low <= 40.0 <= high  # percentage points
     math = _cells(section, "math500")
-    assert math == ["math500", "2", "0.0%", "100.0%", "+100.0 [+100.0, +100.0]", "0.5", "0", "2",
-                    "n/a", "n/a"]  # p = 2 * 1/4
+    assert math == [
+        "math500",
+        "2",
+        "0.0%",
+        "100.0%",
+        "+100.0 [+100.0, +100.0]",
+        "0.5",
+        "0",
+        "2",
+        "n/a",
+        "n/a",
+    ]  # p = 2 * 1/4
     assert "10000 resamples, seed 0" in section and "exact two-sided" in section
 
 
