@@ -51,3 +51,10 @@ def test_sampling_run_routes_pairs_and_counts_tokens(prefect_api, tmp_path, sphe
     console.print(summary_table(view.routing(), pairs, trees=tree))
     text = console.export_text()
     assert "Tokens/question" in text and f"{tokens['all']['total']:,}" in text
+
+    from sphere_core.evaluation.report import build_report
+
+    report = build_report("sampled", sphere_home).read_text()
+    line = next(x for x in report.splitlines() if x.startswith("Tokens generated:"))
+    total, per_pair = tokens["all"]["total"], tokens["all"]["per_pair"]
+    assert f"per pair {per_pair:,.0f}, total {total:,}" in line and "Stage 1 (self-generation)" in line

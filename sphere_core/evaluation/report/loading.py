@@ -56,6 +56,7 @@ class RoundData:
         default_factory=lambda: pd.DataFrame(columns=[*PAIR_COLUMNS, "split"]))
     pairs_have_text: bool = True
     completions: pd.DataFrame | None = None  # tree rows with completion=True; None: not recorded
+    tokens: dict[str, dict] | None = None  # summary.token_usage of the trees; None: not recorded
     summary: dict[str, Any] = field(default_factory=dict)
     train_log: dict[str, Any] | None = None
     evaluations: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -128,6 +129,22 @@ def _completions(view: RunView) -> pd.DataFrame | None:
             else pd.DataFrame(columns=["question_id", "stage", "path", "text"]))
 
 
+def _tokens(view: RunView, pairs: pd.DataFrame) -> dict[str, dict] | None:
+    """Generated tokens per stage and for the round (``summary.token_usage``); None when the
+    trees predate the ``num_tokens`` column."""
+    from sphere_core.summary import token_usage
+
+    frames = []
+    for stage in view.stages():
+        tree = view.tree(stage)
+        if len(tree):
+            frames.append(tree.reindex(columns=["stage", "question_id", "num_tokens"]))
+    trees = (pd.concat(frames, ignore_index=True) if frames
+             else pd.DataFrame(columns=["stage", "question_id", "num_tokens"]))
+    usage = token_usage(trees, pairs)
+    return usage if usage["all"]["total"] is not None else None
+
+
 def _read_pairs(data: RoundData, view: RunView) -> pd.DataFrame:
     parts = []
     for split in ("train", "eval"):
@@ -166,6 +183,9 @@ def load_round(home: Path, run_id: str, r: int, store: StoreRows) -> RoundData:
         data.routing, data.routing_source = routes, "store"
     if data.pairs.empty and len(pairs):
         data.pairs, data.pairs_have_text = pairs, False
+    if data.view is not None:
+        data.tokens = attempt(data.problems, f"the search trees of round {r}",
+                              lambda: _tokens(view, data.pairs), None)
     train_log = view.model_dir() / "train_log.json"
     if train_log.is_file():
         data.train_log = attempt(data.problems, str(train_log),
