@@ -270,15 +270,7 @@ def ingest_file(
                 "source_id": sid,
             }
         )
-    qdf = pd.DataFrame(questions, columns=QUESTION_COLUMNS).astype({"source_row": "int64"})
-    # no id is None (pandas would make it NaN)
-    qdf["source_id"] = pd.Series([q["source_id"] for q in questions], dtype=object)
-    if data_cfg.shuffle:
-        qdf = qdf.sample(frac=1.0, random_state=data_cfg.seed)
-    if data_cfg.limit is not None:
-        qdf = qdf.head(data_cfg.limit)
-    qdf = qdf.reset_index(drop=True)
-    rdf = pd.DataFrame(rejects, columns=REJECT_COLUMNS).astype({"row": "int64"})
+    qdf, rdf = _frames(questions, rejects, data_cfg)
     stats = {
         "accepted": len(qdf),
         "rejected": len(rdf),
@@ -289,6 +281,20 @@ def ingest_file(
         "source": source,
     }
     return IngestResult(questions=qdf, rejects=rdf, stats=stats)
+
+
+def _frames(questions: list[dict[str, Any]], rejects: list[dict[str, Any]],
+            data_cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(questions after shuffle/limit, rejects) as typed frames."""
+    qdf = pd.DataFrame(questions, columns=QUESTION_COLUMNS).astype({"source_row": "int64"})
+    # no id is None (pandas would make it NaN)
+    qdf["source_id"] = pd.Series([q["source_id"] for q in questions], dtype=object)
+    if data_cfg.shuffle:
+        qdf = qdf.sample(frac=1.0, random_state=data_cfg.seed)
+    if data_cfg.limit is not None:
+        qdf = qdf.head(data_cfg.limit)
+    rdf = pd.DataFrame(rejects, columns=REJECT_COLUMNS).astype({"row": "int64"})
+    return qdf.reset_index(drop=True), rdf
 
 
 def _stem(path: str | Path) -> str:

@@ -4,56 +4,34 @@ Owns reads/writes of runs (status, planned and reached rounds), questions, routi
 pairs, checkpoints and evaluations, with portable upserts (``INSERT .. ON CONFLICT`` on SQLite
 and PostgreSQL) so that retried tasks are idempotent. Everything recorded per run also carries
 the self-evolution ``round`` (default 1); reads take ``round=None`` for all rounds. Returns
-plain dicts (timestamps as ISO-8601 UTC strings). Does not own the schema (``models.py``),
-engines or migrations (``db.py``).
+plain dicts (timestamps as ISO-8601 UTC strings). The runs and questions are here; routing events, pairs, checkpoints and evaluations in
+``repo_results.py`` (a base class of ``Repository``), tables and value conversion in
+``sql_values.py``. Does not own the schema (``models.py``), engines or migrations (``db.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import operator
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, Table, and_, exc, func, or_, select
+from sqlalchemy import Connection, Engine, exc, func, select
 
 from sphere_core.errors import StoreError
 from sphere_core.schemas import QUESTION_COLUMNS
 from sphere_core.storage import db
-from sphere_core.storage.models import (
-    FINISHED_STATUSES,
-    PAIR_SPLITS,
-    RUN_STATUSES,
-    Checkpoint,
-    Evaluation,
-    Pair,
-    Question,
-    RoutingEvent,
-    Run,
-    utcnow,
+from sphere_core.storage.models import FINISHED_STATUSES, RUN_STATUSES, utcnow
+from sphere_core.storage.repo_results import RunResults
+from sphere_core.storage.sql_values import (
+    QUESTIONS,
+    RUNS,
+    chunks,
+    plain_row,
+    positive_int,
+    text_or_none,
 )
-
-RUNS: Table = Run.__table__  # type: ignore[assignment]
-QUESTIONS: Table = Question.__table__  # type: ignore[assignment]
-EVENTS: Table = RoutingEvent.__table__  # type: ignore[assignment]
-CHECKPOINTS: Table = Checkpoint.__table__  # type: ignore[assignment]
-EVALUATIONS: Table = Evaluation.__table__  # type: ignore[assignment]
-PAIRS: Table = Pair.__table__  # type: ignore[assignment]
-
-EVENT_FIELDS = (
-    "decision", "reason", "answer_max", "answer_min", "correct_max", "correct_min",
-    "reward_max", "reward_min", "error",
-)
-EVENT_REQUIRED = ("run_id", "question_id", "stage", "decision")
-PAIR_REQUIRED = (
-    "question_id", "stage", "route", "granularity", "split",
-    "answer_chosen", "answer_rejected", "reward_chosen", "reward_rejected",
-)
-_CHUNK = 500
 
 
 def open_repository(
@@ -76,84 +54,7 @@ def open_repository(
     return Repository(engine)
 
 
-# -- value conversion ---------------------------------------------------------------------------
-
-
-def _iso(value: Any) -> Any:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:  # SQLite drops the offset; we always store UTC
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).isoformat()
-    return value
-
-
-def _row(mapping: Any) -> dict[str, Any]:
-    return {k: _iso(v) for k, v in dict(mapping).items()}
-
-
-def _scalar(value: Any) -> Any:
-    """pandas/numpy cell -> Python value; NaN/NA/NaT -> None."""
-    if value is None:
-        return None
-    if isinstance(value, (list, dict, tuple)):
-        return value
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def _text(value: Any) -> str | None:
-    value = _scalar(value)
-    return None if value is None else str(value)
-
-
-def _bool(value: Any) -> bool | None:
-    value = _scalar(value)
-    return None if value is None else bool(value)
-
-
-def _float(value: Any) -> float | None:
-    value = _scalar(value)
-    return None if value is None else float(value)
-
-
-def _chunks(rows: Sequence[dict], size: int = _CHUNK) -> Iterable[Sequence[dict]]:
-    for i in range(0, len(rows), size):
-        yield rows[i:i + size]
-
-
-def _positive(value: Any, what: str) -> int:
-    """An int >= 1 (numpy ints accepted); StoreError otherwise."""
-    try:
-        number = operator.index(value)
-    except TypeError:
-        number = None
-    if number is None or isinstance(value, bool) or number < 1:
-        raise StoreError(f"invalid {what} {value!r}: need an integer >= 1")
-    return number
-
-
-def _check_round_column(df: pd.DataFrame, round: int, where: str) -> None:
-    """A frame's own ``round`` column, when it has one, must agree with the round recorded."""
-    if "round" in df.columns:
-        found = {int(v) for v in df["round"].dropna().unique()}
-        if found - {round}:
-            raise StoreError(f"{where}: the frame's round column has {sorted(found)}; recording round {round}")
-
-
-def _by_round(table: Table, run_id: str, round: int | None) -> Any:
-    cond = table.c.run_id == run_id
-    return cond if round is None else and_(cond, table.c.round == _positive(round, "round"))
-
-
-class Repository:
+class Repository(RunResults):
     """Queries over one engine. Thread-safe (one connection per call); ``close()`` when done."""
 
     def __init__(self, engine: Engine):
@@ -208,7 +109,7 @@ class Repository:
         one stage's config changed recomputes that stage and its downstream only. ``rounds``
         given for an existing run replaces its planned rounds; None leaves them.
         """
-        planned = None if rounds is None else _positive(rounds, "rounds")
+        planned = None if rounds is None else positive_int(rounds, "rounds")
         now = utcnow()
         with self._tx(write=True) as conn:
             stmt = self._insert(RUNS).values(
@@ -229,14 +130,14 @@ class Repository:
                 conn.execute(RUNS.update().where(RUNS.c.run_id == run_id)
                              .values(updated_at=now, **changes))
                 row = conn.execute(select(RUNS).where(RUNS.c.run_id == run_id)).mappings().one()
-        return _row(row)
+        return plain_row(row)
 
     def update_run_config(self, run_id: str, config: dict, config_hash: str, *,
                           rounds: int | None = None) -> dict:
         """Replace an existing run's config (and planned ``rounds`` when given); returns the run."""
         values: dict[str, Any] = {"config": config, "config_hash": config_hash}
         if rounds is not None:
-            values["rounds"] = _positive(rounds, "rounds")
+            values["rounds"] = positive_int(rounds, "rounds")
         with self._tx(write=True) as conn:
             row = conn.execute(select(RUNS).where(RUNS.c.run_id == run_id)).mappings().first()
             if row is None:
@@ -246,7 +147,7 @@ class Repository:
                 conn.execute(RUNS.update().where(RUNS.c.run_id == run_id)
                              .values(updated_at=utcnow(), **changes))
                 row = conn.execute(select(RUNS).where(RUNS.c.run_id == run_id)).mappings().one()
-        return _row(row)
+        return plain_row(row)
 
     def set_run_status(self, run_id: str, status: str, error: str | None = None,
                        flow_run_id: str | None = None) -> None:
@@ -267,7 +168,7 @@ class Repository:
 
     def set_run_round(self, run_id: str, round: int) -> None:
         """Record that the run reached ``round`` (1..its planned rounds)."""
-        reached = _positive(round, "round")
+        reached = positive_int(round, "round")
         with self._tx(write=True) as conn:
             planned = conn.execute(select(RUNS.c.rounds).where(RUNS.c.run_id == run_id)).scalar()
             if planned is None:
@@ -280,13 +181,13 @@ class Repository:
     def get_run(self, run_id: str) -> dict | None:
         with self._tx() as conn:
             row = conn.execute(select(RUNS).where(RUNS.c.run_id == run_id)).mappings().first()
-        return _row(row) if row else None
+        return plain_row(row) if row else None
 
     def list_runs(self, limit: int = 50) -> list[dict]:
         """Most recent first; rows carry ``rounds`` (planned) and ``round`` (reached)."""
         stmt = select(RUNS).order_by(RUNS.c.created_at.desc(), RUNS.c.run_id).limit(limit)
         with self._tx() as conn:
-            return [_row(r) for r in conn.execute(stmt).mappings()]
+            return [plain_row(r) for r in conn.execute(stmt).mappings()]
 
     # -- questions --------------------------------------------------------------------------
     def upsert_questions(self, df: pd.DataFrame) -> int:
@@ -297,14 +198,14 @@ class Repository:
         now = utcnow()
         rows: dict[str, dict] = {}
         for rec in df.to_dict("records"):
-            qid = _text(rec["question_id"])
+            qid = text_or_none(rec["question_id"])
             if not qid:
                 raise StoreError("upsert_questions: a row has an empty question_id")
-            rows[qid] = {"question_id": qid, "problem": _text(rec["problem"]),
-                         "answer": _text(rec["answer"]), "source": _text(rec.get("source")),
+            rows[qid] = {"question_id": qid, "problem": text_or_none(rec["problem"]),
+                         "answer": text_or_none(rec["answer"]), "source": text_or_none(rec.get("source")),
                          "first_seen_at": now}
         with self._tx(write=True) as conn:
-            for chunk in _chunks(list(rows.values())):
+            for chunk in chunks(list(rows.values())):
                 stmt = self._insert(QUESTIONS)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["question_id"],
@@ -316,185 +217,8 @@ class Repository:
     def get_question(self, question_id: str) -> dict | None:
         with self._tx() as conn:
             row = conn.execute(select(QUESTIONS).where(QUESTIONS.c.question_id == question_id)).mappings().first()
-        return _row(row) if row else None
+        return plain_row(row) if row else None
 
-    # -- routing events ---------------------------------------------------------------------
-    def _placeholder_questions(self, conn: Connection, qids: Iterable[str]) -> None:
-        now = utcnow()
-        rows = [{"question_id": q, "first_seen_at": now} for q in sorted(set(qids))]
-        for chunk in _chunks(rows):
-            conn.execute(self._insert(QUESTIONS).on_conflict_do_nothing(index_elements=["question_id"]),
-                         list(chunk))
-
-    def record_routing_events(self, df: pd.DataFrame, artifact_key: str | None = None,
-                              round: int = 1) -> int:
-        """Upsert one event per (run_id, round, question_id, stage) from ROUTING_COLUMNS rows.
-
-        Re-recording (a retried task) updates in place: no duplicates. Questions not yet in
-        ``questions`` get a placeholder row. Returns the number of distinct events written.
-        """
-        round = _positive(round, "round")
-        missing = [c for c in EVENT_REQUIRED if c not in df.columns]
-        if missing:
-            raise StoreError(f"record_routing_events: missing column(s) {missing}")
-        _check_round_column(df, round, "record_routing_events")
-        now = utcnow()
-        events: dict[tuple[str, str, str], dict] = {}
-        for i, rec in enumerate(df.to_dict("records")):
-            key = tuple(_text(rec[c]) for c in ("run_id", "question_id", "stage"))
-            if not all(key) or not _text(rec["decision"]):
-                raise StoreError(f"record_routing_events: row {i} lacks run_id/question_id/stage/decision")
-            event = {
-                "run_id": key[0], "round": round, "question_id": key[1], "stage": key[2],
-                "decision": _text(rec["decision"]), "reason": _text(rec.get("reason")),
-                "answer_max": _text(rec.get("answer_max")), "answer_min": _text(rec.get("answer_min")),
-                "correct_max": _bool(rec.get("correct_max")), "correct_min": _bool(rec.get("correct_min")),
-                "reward_max": _float(rec.get("reward_max")), "reward_min": _float(rec.get("reward_min")),
-                "error": _text(rec.get("error")), "artifact_key": artifact_key, "created_at": now,
-            }
-            events[key] = event  # the last row for a key wins (one statement may not hit a row twice)
-        if not events:
-            return 0
-        run_ids = sorted({k[0] for k in events})
-        with self._tx(write=True) as conn:
-            known = set(conn.execute(select(RUNS.c.run_id).where(RUNS.c.run_id.in_(run_ids))).scalars())
-            unknown = [r for r in run_ids if r not in known]
-            if unknown:
-                raise StoreError(f"record_routing_events: unknown run(s) {unknown}; call create_run first")
-            self._placeholder_questions(conn, (k[1] for k in events))
-            for chunk in _chunks(list(events.values())):
-                stmt = self._insert(EVENTS)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["run_id", "round", "question_id", "stage"],
-                    set_={c: stmt.excluded[c] for c in (*EVENT_FIELDS, "artifact_key")},
-                )
-                conn.execute(stmt, list(chunk))
-        return len(events)
-
-    def routes_for_run(self, run_id: str, round: int | None = None) -> list[dict]:
-        """Events of one run (one round, or all with None), by round, stage, question."""
-        stmt = (select(EVENTS).where(_by_round(EVENTS, run_id, round))
-                .order_by(EVENTS.c.round, EVENTS.c.stage, EVENTS.c.question_id))
-        with self._tx() as conn:
-            return [_row(r) for r in conn.execute(stmt).mappings()]
-
-    def routes_for_question(self, question_id: str) -> list[dict]:
-        """A question's history across runs and rounds, oldest first, with each run's
-        kind/status/time (rows carry ``round``)."""
-        stmt = (
-            select(EVENTS, RUNS.c.kind.label("run_kind"), RUNS.c.status.label("run_status"),
-                   RUNS.c.created_at.label("run_created_at"))
-            .join(RUNS, RUNS.c.run_id == EVENTS.c.run_id)
-            .where(EVENTS.c.question_id == question_id)
-            .order_by(EVENTS.c.created_at, EVENTS.c.round, EVENTS.c.id)
-        )
-        with self._tx() as conn:
-            return [_row(r) for r in conn.execute(stmt).mappings()]
-
-    def prune_routing_events(self, run_id: str, round: int, keep: dict[str, str]) -> int:
-        """Delete the run+round's events whose stage is not in ``keep`` or whose artifact_key
-        differs from ``keep[stage]`` (a re-run with a changed config: stale stage results must
-        not mix with new ones). Returns the number of events deleted."""
-        round = _positive(round, "round")
-        stale = [EVENTS.c.stage.not_in(list(keep))] if keep else []
-        stale += [and_(EVENTS.c.stage == stage, EVENTS.c.artifact_key.is_distinct_from(key))
-                  for stage, key in keep.items()]
-        cond = and_(EVENTS.c.run_id == run_id, EVENTS.c.round == round)
-        if keep:
-            cond = and_(cond, or_(*stale))
-        with self._tx(write=True) as conn:
-            return conn.execute(EVENTS.delete().where(cond)).rowcount
-
-    # -- pairs ------------------------------------------------------------------------------
-    def record_pairs(self, run_id: str, round: int, df: pd.DataFrame,
-                     artifact_key: str | None = None) -> int:
-        """Replace the run+round's pairs with ``df``'s rows in one transaction (idempotent).
-
-        ``df`` has the pair columns of PAIR_COLUMNS plus ``split`` ("train"/"eval"); its
-        ``run_id`` column, when filled, must be ``run_id``. Row order becomes ``ordinal``.
-        Questions not yet in ``questions`` get a placeholder row. Returns the pairs written.
-        """
-        round = _positive(round, "round")
-        missing = [c for c in PAIR_REQUIRED if c not in df.columns] if len(df) else []
-        if missing:
-            raise StoreError(f"record_pairs: missing column(s) {missing}")
-        _check_round_column(df, round, "record_pairs")
-        now = utcnow()
-        rows = []
-        for i, rec in enumerate(df.to_dict("records")):
-            qid, stage, split = (_text(rec[c]) for c in ("question_id", "stage", "split"))
-            if not qid or not stage:
-                raise StoreError(f"record_pairs: row {i} lacks question_id/stage")
-            if split not in PAIR_SPLITS:
-                raise StoreError(f"record_pairs: row {i} has split {split!r}; expected one of {PAIR_SPLITS}")
-            owner = _text(rec.get("run_id"))
-            if owner is not None and owner != run_id:
-                raise StoreError(f"record_pairs: row {i} belongs to run {owner!r}, not {run_id!r}")
-            rows.append({
-                "run_id": run_id, "round": round, "ordinal": i, "question_id": qid, "stage": stage,
-                "route": _text(rec["route"]), "granularity": _text(rec["granularity"]), "split": split,
-                "answer_chosen": _text(rec["answer_chosen"]), "answer_rejected": _text(rec["answer_rejected"]),
-                "reward_chosen": _float(rec["reward_chosen"]), "reward_rejected": _float(rec["reward_rejected"]),
-                "artifact_key": artifact_key, "created_at": now,
-            })
-        with self._tx(write=True) as conn:
-            if conn.execute(select(RUNS.c.run_id).where(RUNS.c.run_id == run_id)).first() is None:
-                raise StoreError(f"record_pairs: unknown run {run_id!r} in {self.url}; call create_run first")
-            self._placeholder_questions(conn, (r["question_id"] for r in rows))
-            conn.execute(PAIRS.delete().where(and_(PAIRS.c.run_id == run_id, PAIRS.c.round == round)))
-            for chunk in _chunks(rows):
-                conn.execute(PAIRS.insert(), list(chunk))
-        return len(rows)
-
-    def pairs_for_run(self, run_id: str, round: int | None = None) -> list[dict]:
-        """The run's pairs (one round, or all with None), by round then ordinal."""
-        stmt = (select(PAIRS).where(_by_round(PAIRS, run_id, round))
-                .order_by(PAIRS.c.round, PAIRS.c.ordinal))
-        with self._tx() as conn:
-            return [_row(r) for r in conn.execute(stmt).mappings()]
-
-    # -- checkpoints and evaluations --------------------------------------------------------
-    def record_checkpoint(self, run_id: str, path: str | Path, kind: str, metrics: dict,
-                          round: int = 1) -> None:
-        """Upsert on (run_id, round, path): recording the same checkpoint again updates it."""
-        round = _positive(round, "round")
-        self._require_run(run_id)
-        with self._tx(write=True) as conn:
-            stmt = self._insert(CHECKPOINTS).values(
-                run_id=run_id, round=round, path=str(path), kind=kind, metrics=dict(metrics or {}),
-                created_at=utcnow())
-            conn.execute(stmt.on_conflict_do_update(
-                index_elements=["run_id", "round", "path"],
-                set_={"kind": stmt.excluded.kind, "metrics": stmt.excluded.metrics}))
-
-    def checkpoints_for_run(self, run_id: str, round: int | None = None) -> list[dict]:
-        """Checkpoints (one round, or all with None), by round then recording order."""
-        stmt = (select(CHECKPOINTS).where(_by_round(CHECKPOINTS, run_id, round))
-                .order_by(CHECKPOINTS.c.round, CHECKPOINTS.c.id))
-        with self._tx() as conn:
-            return [_row(r) for r in conn.execute(stmt).mappings()]
-
-    def record_evaluation(self, run_id: str, model_label: str, benchmark: str, metric: str,
-                          value: float | None, n: int, details: dict | None = None,
-                          round: int = 1) -> None:
-        """Upsert on (run_id, round, model_label, benchmark, metric)."""
-        round = _positive(round, "round")
-        self._require_run(run_id)
-        with self._tx(write=True) as conn:
-            stmt = self._insert(EVALUATIONS).values(
-                run_id=run_id, round=round, model_label=model_label, benchmark=benchmark,
-                metric=metric, value=_float(value), n=int(n), details=details, created_at=utcnow())
-            conn.execute(stmt.on_conflict_do_update(
-                index_elements=["run_id", "round", "model_label", "benchmark", "metric"],
-                set_={c: stmt.excluded[c] for c in ("value", "n", "details", "created_at")}))
-
-    def evaluations_for_run(self, run_id: str, round: int | None = None) -> list[dict]:
-        """Evaluations (one round, or all with None), by round, model, benchmark, metric."""
-        stmt = (select(EVALUATIONS).where(_by_round(EVALUATIONS, run_id, round))
-                .order_by(EVALUATIONS.c.round, EVALUATIONS.c.model_label,
-                          EVALUATIONS.c.benchmark, EVALUATIONS.c.metric))
-        with self._tx() as conn:
-            return [_row(r) for r in conn.execute(stmt).mappings()]
 
     def _require_run(self, run_id: str) -> None:
         if self.get_run(run_id) is None:
