@@ -26,7 +26,9 @@ TRAINED_RECORD = "sphere_trained.json"
 """Written into a round's model dir when DPO finished: the training key and its result."""
 
 
-def round_config(cfg: SphereConfig, round: int, previous: Any, home: Path, run_id: str) -> SphereConfig:
+def round_config(
+    cfg: SphereConfig, round: int, previous: Any, home: Path, run_id: str
+) -> SphereConfig:
     """The config of round ``round`` (``previous``: round r-1's TrainingResult or None)."""
     evo = cfg.evolution
     tree = cfg.to_dict()
@@ -45,7 +47,9 @@ def round_config(cfg: SphereConfig, round: int, previous: Any, home: Path, run_i
             tree["models"]["small"] = dict(tree["models"]["policy"])
         tree["models"]["policy"] = policy
     elif round > 1 and previous is not None and previous.skipped is None:
-        raise TrainingError(f"run {run_id} round {round - 1} trained no merged model to continue from")
+        raise TrainingError(
+            f"run {run_id} round {round - 1} trained no merged model to continue from"
+        )
     return resolve_config(base=tree)
 
 

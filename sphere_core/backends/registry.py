@@ -69,8 +69,10 @@ def lookup(kind: str, name: str) -> Factory:
     if name not in registry and module is not None:
         importlib.import_module(module)
         if name not in registry:
-            raise BackendError(f"{module} does not register the {kind} backend {name!r} "
-                               "(fix BUILTIN_BACKENDS or the module's @register line)")
+            raise BackendError(
+                f"{module} does not register the {kind} backend {name!r} "
+                "(fix BUILTIN_BACKENDS or the module's @register line)"
+            )
     if name not in registry:
         raise BackendError(f"unknown {kind} backend {name!r}; known: {', '.join(available(kind))}")
     return registry[name]

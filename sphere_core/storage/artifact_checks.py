@@ -51,7 +51,9 @@ class ArtifactFiles:
 
     def shard_path(self, stage: str, key: str, shard: int) -> Path:
         if not isinstance(shard, int) or isinstance(shard, bool) or shard < 0:
-            raise ArtifactError(f"invalid shard index {shard!r} for {stage}/{key}: need an int >= 0")
+            raise ArtifactError(
+                f"invalid shard index {shard!r} for {stage}/{key}: need an int >= 0"
+            )
         return self.artifact_dir(stage, key) / f"part-{shard:05d}.parquet"
 
     def check_path(self, stage: str, key: str, shard: int) -> Path:
@@ -157,7 +159,9 @@ class ArtifactFiles:
         where = f"; moved it aside to {moved}" if moved else ""
         return None, f"manifest {path} {why}{where}"
 
-    def _quarantine_manifest(self, stage: str, key: str, manifest: dict, reason: str) -> Path | None:
+    def _quarantine_manifest(
+        self, stage: str, key: str, manifest: dict, reason: str
+    ) -> Path | None:
         """Move the manifest aside if it is still the one judged wrong."""
         path = self.manifest_path(stage, key)
         with self._manifest_lock(stage, key):
@@ -209,8 +213,10 @@ class ArtifactFiles:
         if actual is None:
             return Verdict(ShardState.MISSING if listed else ShardState.ABSENT, path)
         check_problem = (
-            "has no check record" if not check_exists
-            else "has an unreadable check record" if check is None
+            "has no check record"
+            if not check_exists
+            else "has an unreadable check record"
+            if check is None
             else actual.mismatch(check, path.name + CHECK_SUFFIX)
         )
         if listed:
@@ -220,12 +226,23 @@ class ArtifactFiles:
             manifest_rows = manifest.get("rows", {}).get(path.name)
             problem = actual.mismatch(record, MANIFEST, manifest_rows)
             if problem is None:
-                return Verdict(ShardState.OK, path, data=actual.data, record=record,
-                                repair_check=check_problem is not None, reason=check_problem or "")
+                return Verdict(
+                    ShardState.OK,
+                    path,
+                    data=actual.data,
+                    record=record,
+                    repair_check=check_problem is not None,
+                    reason=check_problem or "",
+                )
             if check_problem is None:
                 assert check is not None
-                return Verdict(ShardState.OK, path, data=actual.data, record=check,
-                                manifest_damaged=f"shard {path} {problem}")
+                return Verdict(
+                    ShardState.OK,
+                    path,
+                    data=actual.data,
+                    record=check,
+                    manifest_damaged=f"shard {path} {problem}",
+                )
             return Verdict(ShardState.DAMAGED, path, reason=problem)
         if check_problem is None:
             return Verdict(ShardState.OK, path, data=actual.data, record=check)
@@ -235,29 +252,42 @@ class ArtifactFiles:
         """Judge a shard; repairs and moves aside happen under the shard lock, after a re-judge."""
         verdict = self._judge(stage, key, shard, manifest)
         if verdict.state is ShardState.MISSING:
-            logger.warning("artifact shard %s listed in %s is missing; it will be recomputed",
-                           verdict.path, self.manifest_path(stage, key))
-        if not (verdict.state is ShardState.DAMAGED or verdict.repair_check or verdict.manifest_damaged):
+            logger.warning(
+                "artifact shard %s listed in %s is missing; it will be recomputed",
+                verdict.path,
+                self.manifest_path(stage, key),
+            )
+        if not (
+            verdict.state is ShardState.DAMAGED or verdict.repair_check or verdict.manifest_damaged
+        ):
             return verdict
         with self.claim(stage, key, shard):
             manifest, _ = self._load_manifest(stage, key)
             verdict = self._judge(stage, key, shard, manifest)
             check_path = self.check_path(stage, key, shard)
             if verdict.state is ShardState.DAMAGED:
-                reasons = {verdict.path: verdict.reason,
-                           check_path: f"belongs to the damaged shard {verdict.path.name}"}
+                reasons = {
+                    verdict.path: verdict.reason,
+                    check_path: f"belongs to the damaged shard {verdict.path.name}",
+                }
                 for path, reason in reasons.items():
                     moved = self._quarantine(stage, key, path, reason)
                     if moved is not None:
                         verdict.quarantined.append(moved)
                 verdict.data = None
             elif verdict.repair_check:
-                self._quarantine(stage, key, check_path, f"is damaged (the shard {verdict.reason}); "
-                                 f"rewriting it from {MANIFEST}")
+                self._quarantine(
+                    stage,
+                    key,
+                    check_path,
+                    f"is damaged (the shard {verdict.reason}); rewriting it from {MANIFEST}",
+                )
                 assert verdict.record is not None
                 self._write_check(check_path, verdict.record)
             elif verdict.manifest_damaged and manifest is not None:
-                self._quarantine_manifest(stage, key, manifest, f"disagrees with {verdict.manifest_damaged}")
+                self._quarantine_manifest(
+                    stage, key, manifest, f"disagrees with {verdict.manifest_damaged}"
+                )
         return verdict
 
     def has_shard(self, stage: str, key: str, shard: int) -> bool:

@@ -1,7 +1,8 @@
 """Content-addressed Parquet artifact store, verified on every read.
 
 Owns (with ``artifact_checks.py``, the layout, claims and verification, and
-``shard_records.py``, the records and atomic writes): the on-disk layout under ``$SPHERE_HOME/artifacts/<stage>/<key>/``
+``shard_records.py``, the records and atomic writes): the on-disk layout under
+``$SPHERE_HOME/artifacts/<stage>/<key>/``
 (``part-<shard:05d>.parquet`` shards, one ``part-<shard:05d>.parquet.check.json`` record per
 shard with its SHA-256, row count and byte size, and ``_manifest.json``, written last, which
 marks an artifact complete and collects the shard records); atomic writes (temp file in the
@@ -75,8 +76,11 @@ class ArtifactStore(ArtifactFiles):
 
     # -- writes -----------------------------------------------------------------------------
     def _write_check(self, path: Path, record: ShardRecord) -> None:
-        body = {"file": path.name[: -len(CHECK_SUFFIX)], **record.as_dict(),
-                "written_at": datetime.now(UTC).isoformat()}
+        body = {
+            "file": path.name[: -len(CHECK_SUFFIX)],
+            **record.as_dict(),
+            "written_at": datetime.now(UTC).isoformat(),
+        }
         atomic_write(path, json.dumps(body, indent=2, sort_keys=True).encode())
 
     def write_shard(self, stage: str, key: str, shard: int, df: pd.DataFrame) -> Path:
@@ -106,8 +110,11 @@ class ArtifactStore(ArtifactFiles):
             existing = self._verify(stage, key, shard, manifest)
             if existing.ok:
                 if existing.record is not None and existing.record.sha256 != record.sha256:
-                    logger.info("artifact shard %s already exists and verifies; kept it "
-                                "(the new content differs)", final)
+                    logger.info(
+                        "artifact shard %s already exists and verifies; kept it "
+                        "(the new content differs)",
+                        final,
+                    )
                 return final
             self._write_check(self.check_path(stage, key, shard), record)
             atomic_write(final, data)
@@ -123,11 +130,17 @@ class ArtifactStore(ArtifactFiles):
             manifest["files"][name] = record.as_dict()
             rows = dict(manifest.get("rows", {}))
             rows[name] = record.rows
-            manifest.update(rows=rows, total_rows=sum(rows.values()),
-                            updated_at=datetime.now(UTC).isoformat())
+            manifest.update(
+                rows=rows, total_rows=sum(rows.values()), updated_at=datetime.now(UTC).isoformat()
+            )
             self._write_manifest_file(stage, key, manifest)
-        logger.warning("artifact shard %s of complete artifact %s/%s was rewritten; "
-                       "updated its record in %s", name, stage, key, MANIFEST)
+        logger.warning(
+            "artifact shard %s of complete artifact %s/%s was rewritten; updated its record in %s",
+            name,
+            stage,
+            key,
+            MANIFEST,
+        )
 
     def _write_manifest_file(self, stage: str, key: str, manifest: dict) -> None:
         blob = json.dumps(manifest, indent=2, sort_keys=True, default=json_default).encode()
@@ -156,7 +169,9 @@ class ArtifactStore(ArtifactFiles):
                 f"missing {[self.shard_path(stage, key, s).name for s in missing]}"
             )
         verdicts = [self._verify(stage, key, s, None) for s in shards]
-        refuse_damaged(verdicts, f"artifact {self.artifact_dir(stage, key)}: not writing {MANIFEST}: ")
+        refuse_damaged(
+            verdicts, f"artifact {self.artifact_dir(stage, key)}: not writing {MANIFEST}: "
+        )
         files: dict[str, dict] = {}
         rows: dict[str, int] = {}
         columns: list[str] = list((meta or {}).get("columns", []))
@@ -187,8 +202,9 @@ class ArtifactStore(ArtifactFiles):
             self._write_manifest_file(stage, key, manifest)
         return manifest
 
-    def _existing_manifest(self, stage: str, key: str, manifest: dict, meta: dict | None,
-                           expected_shards: int | None) -> dict:
+    def _existing_manifest(
+        self, stage: str, key: str, manifest: dict, meta: dict | None, expected_shards: int | None
+    ) -> dict:
         names = sorted(manifest["files"])
         indices = [shard_index(n) for n in names]
         if expected_shards is not None and indices != list(range(expected_shards)):
@@ -197,8 +213,11 @@ class ArtifactStore(ArtifactFiles):
                 f"expected shards 0..{expected_shards - 1}"
             )
         verdicts = [self._verify(stage, key, i, manifest) for i in indices]
-        refuse_damaged(verdicts, f"artifact {self.artifact_dir(stage, key)} is complete but damaged: ",
-                        "; write the shard(s) again")
+        refuse_damaged(
+            verdicts,
+            f"artifact {self.artifact_dir(stage, key)} is complete but damaged: ",
+            "; write the shard(s) again",
+        )
         if any(v.manifest_damaged for v in verdicts):  # it was moved aside: write a fresh one
             return self.write_manifest(stage, key, meta, expected_shards=expected_shards)
         return manifest
@@ -250,10 +269,13 @@ class ArtifactStore(ArtifactFiles):
                 raise ArtifactError(f"no artifact at {directory}")
         verdicts = [self._verify(stage, key, s, manifest) for s in shards]
         problems = [v.describe() for v in verdicts if not v.ok]
-        problems += [f"{v.manifest_damaged}; moved {MANIFEST} aside" for v in verdicts if v.manifest_damaged]
+        problems += [
+            f"{v.manifest_damaged}; moved {MANIFEST} aside" for v in verdicts if v.manifest_damaged
+        ]
         if problems:
             raise ArtifactCorruptError(
-                f"artifact {directory} is damaged: " + "; ".join(problems)
+                f"artifact {directory} is damaged: "
+                + "; ".join(problems)
                 + "; run its stage again to recompute what was moved aside"
             )
         frames = [self._frame(v) for v in verdicts]

@@ -61,7 +61,7 @@ _NOT_IN_EVAL_KEY = ("benchmarks", "limit", "compare_base", "bootstrap_samples", 
 
 # -- hashing ---------------------------------------------------------------------------------
 def update_digest(digest: Any, path: Path, sink: IO[bytes] | None = None) -> int:
-    """Feed the bytes of ``path`` into ``digest`` (and ``sink``, when given); returns their count."""
+    """Feed the bytes of ``path`` into ``digest`` (and ``sink``, if given); returns the count."""
     size = 0
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(_BLOCK), b""):
@@ -94,8 +94,12 @@ def json_default(value: Any) -> Any:
 
 
 # -- keys --------------------------------------------------------------------------------------
-def artifact_key(stage: str, stage_config: dict, input_keys: list[str] | tuple[str, ...],
-                 code_version: str = CODE_VERSION) -> str:
+def artifact_key(
+    stage: str,
+    stage_config: dict,
+    input_keys: list[str] | tuple[str, ...],
+    code_version: str = CODE_VERSION,
+) -> str:
     """sha256 of (stage, stage config, ordered input keys, code version); first 16 hex chars."""
     payload = {
         "stage": stage,
@@ -124,7 +128,8 @@ def ingest_key(cfg: SphereConfig, fingerprint: str) -> str:
     """Key of the questions artifact: the data config, what decides rejections, the input."""
     d = cfg.to_dict()
     config = {
-        "data": d["data"], "shard_size": d["orchestration"]["shard_size"],
+        "data": d["data"],
+        "shard_size": d["orchestration"]["shard_size"],
         # prompts longer than the context are rejected at ingest with the policy tokenizer
         "tokenizer": d["models"]["policy"]["path"],
         "max_model_len": d["models"]["policy"]["max_model_len"],
@@ -182,8 +187,11 @@ def training_config(cfg: SphereConfig) -> dict[str, Any]:
 def training_key(cfg: SphereConfig, pairs_key: str) -> str:
     """What decides a round's DPO result: the pairs, the training config and the policy weights."""
     policy = cfg.models.policy
-    config = {"training": training_config(cfg), "policy": policy.model_dump(mode="json"),
-              "weights": weights_id(policy.path)}
+    config = {
+        "training": training_config(cfg),
+        "policy": policy.model_dump(mode="json"),
+        "weights": weights_id(policy.path),
+    }
     return artifact_key("train", config, [pairs_key])
 
 

@@ -4,9 +4,10 @@ Owns reads/writes of runs (status, planned and reached rounds), questions, routi
 pairs, checkpoints and evaluations, with portable upserts (``INSERT .. ON CONFLICT`` on SQLite
 and PostgreSQL) so that retried tasks are idempotent. Everything recorded per run also carries
 the self-evolution ``round`` (default 1); reads take ``round=None`` for all rounds. Returns
-plain dicts (timestamps as ISO-8601 UTC strings). The runs and questions are here; routing events, pairs, checkpoints and evaluations in
-``repo_results.py`` (a base class of ``Repository``), tables and value conversion in
-``sql_values.py``. Does not own the schema (``models.py``), engines or migrations (``db.py``).
+plain dicts (timestamps as ISO-8601 UTC strings). The runs and questions are here; routing
+events, pairs, checkpoints and evaluations in ``repo_results.py`` (a base class of
+``Repository``), tables and value conversion in ``sql_values.py``. Does not own the schema
+(``models.py``), engines or migrations (``db.py``).
 """
 
 from __future__ import annotations
@@ -100,8 +101,15 @@ class Repository(RunResults):
             raise StoreError(f"database error in {self.url}: {reason}") from err
 
     # -- runs -------------------------------------------------------------------------------
-    def create_run(self, run_id: str, config: dict, config_hash: str, kind: str = "pipeline",
-                   flow_run_id: str | None = None, rounds: int | None = None) -> dict:
+    def create_run(
+        self,
+        run_id: str,
+        config: dict,
+        config_hash: str,
+        kind: str = "pipeline",
+        flow_run_id: str | None = None,
+        rounds: int | None = None,
+    ) -> dict:
         """Insert a ``pending`` run (round 1 of ``rounds``, default 1), or refresh an existing one.
 
         Calling again with the same config is a no-op (resume). A changed config replaces the
@@ -112,11 +120,22 @@ class Repository(RunResults):
         planned = None if rounds is None else positive_int(rounds, "rounds")
         now = utcnow()
         with self._tx(write=True) as conn:
-            stmt = self._insert(RUNS).values(
-                run_id=run_id, kind=kind, config=config, config_hash=config_hash,
-                status="pending", prefect_flow_run_id=flow_run_id, rounds=planned or 1, round=1,
-                created_at=now, updated_at=now,
-            ).on_conflict_do_nothing(index_elements=["run_id"])
+            stmt = (
+                self._insert(RUNS)
+                .values(
+                    run_id=run_id,
+                    kind=kind,
+                    config=config,
+                    config_hash=config_hash,
+                    status="pending",
+                    prefect_flow_run_id=flow_run_id,
+                    rounds=planned or 1,
+                    round=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["run_id"])
+            )
             conn.execute(stmt)
             row = conn.execute(select(RUNS).where(RUNS.c.run_id == run_id)).mappings().one()
             changes: dict[str, Any] = {}
@@ -127,13 +146,15 @@ class Repository(RunResults):
             if planned is not None and row["rounds"] != planned:
                 changes["rounds"] = planned
             if changes:
-                conn.execute(RUNS.update().where(RUNS.c.run_id == run_id)
-                             .values(updated_at=now, **changes))
+                conn.execute(
+                    RUNS.update().where(RUNS.c.run_id == run_id).values(updated_at=now, **changes)
+                )
                 row = conn.execute(select(RUNS).where(RUNS.c.run_id == run_id)).mappings().one()
         return plain_row(row)
 
-    def update_run_config(self, run_id: str, config: dict, config_hash: str, *,
-                          rounds: int | None = None) -> dict:
+    def update_run_config(
+        self, run_id: str, config: dict, config_hash: str, *, rounds: int | None = None
+    ) -> dict:
         """Replace an existing run's config (and planned ``rounds`` when given); returns the run."""
         values: dict[str, Any] = {"config": config, "config_hash": config_hash}
         if rounds is not None:
@@ -144,19 +165,27 @@ class Repository(RunResults):
                 raise StoreError(f"unknown run {run_id!r} in {self.url}; call create_run first")
             changes = {k: v for k, v in values.items() if row[k] != v}
             if changes:
-                conn.execute(RUNS.update().where(RUNS.c.run_id == run_id)
-                             .values(updated_at=utcnow(), **changes))
+                conn.execute(
+                    RUNS.update()
+                    .where(RUNS.c.run_id == run_id)
+                    .values(updated_at=utcnow(), **changes)
+                )
                 row = conn.execute(select(RUNS).where(RUNS.c.run_id == run_id)).mappings().one()
         return plain_row(row)
 
-    def set_run_status(self, run_id: str, status: str, error: str | None = None,
-                       flow_run_id: str | None = None) -> None:
+    def set_run_status(
+        self, run_id: str, status: str, error: str | None = None, flow_run_id: str | None = None
+    ) -> None:
         """Set the status; completed/failed/cancelled set ``finished_at``, the others clear it."""
         if status not in RUN_STATUSES:
-            raise StoreError(f"invalid run status {status!r}; expected one of {', '.join(RUN_STATUSES)}")
+            raise StoreError(
+                f"invalid run status {status!r}; expected one of {', '.join(RUN_STATUSES)}"
+            )
         now = utcnow()
         values: dict[str, Any] = {
-            "status": status, "error": error, "updated_at": now,
+            "status": status,
+            "error": error,
+            "updated_at": now,
             "finished_at": now if status in FINISHED_STATUSES else None,
         }
         if flow_run_id is not None:
@@ -174,9 +203,14 @@ class Repository(RunResults):
             if planned is None:
                 raise StoreError(f"unknown run {run_id!r} in {self.url}")
             if reached > planned:
-                raise StoreError(f"run {run_id!r} plans {planned} round(s); cannot reach round {reached}")
-            conn.execute(RUNS.update().where(RUNS.c.run_id == run_id)
-                         .values(round=reached, updated_at=utcnow()))
+                raise StoreError(
+                    f"run {run_id!r} plans {planned} round(s); cannot reach round {reached}"
+                )
+            conn.execute(
+                RUNS.update()
+                .where(RUNS.c.run_id == run_id)
+                .values(round=reached, updated_at=utcnow())
+            )
 
     def get_run(self, run_id: str) -> dict | None:
         with self._tx() as conn:
@@ -194,31 +228,43 @@ class Repository(RunResults):
         """Record questions (QUESTION_COLUMNS); fills in rows first seen in routing events."""
         missing = [c for c in ("question_id", "problem", "answer") if c not in df.columns]
         if missing:
-            raise StoreError(f"upsert_questions: missing column(s) {missing}; expected {QUESTION_COLUMNS}")
+            raise StoreError(
+                f"upsert_questions: missing column(s) {missing}; expected {QUESTION_COLUMNS}"
+            )
         now = utcnow()
         rows: dict[str, dict] = {}
         for rec in df.to_dict("records"):
             qid = text_or_none(rec["question_id"])
             if not qid:
                 raise StoreError("upsert_questions: a row has an empty question_id")
-            rows[qid] = {"question_id": qid, "problem": text_or_none(rec["problem"]),
-                         "answer": text_or_none(rec["answer"]), "source": text_or_none(rec.get("source")),
-                         "first_seen_at": now}
+            rows[qid] = {
+                "question_id": qid,
+                "problem": text_or_none(rec["problem"]),
+                "answer": text_or_none(rec["answer"]),
+                "source": text_or_none(rec.get("source")),
+                "first_seen_at": now,
+            }
         with self._tx(write=True) as conn:
             for chunk in chunks(list(rows.values())):
                 stmt = self._insert(QUESTIONS)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["question_id"],
-                    set_={c: func.coalesce(QUESTIONS.c[c], stmt.excluded[c]) for c in ("problem", "answer", "source")},
+                    set_={
+                        c: func.coalesce(QUESTIONS.c[c], stmt.excluded[c])
+                        for c in ("problem", "answer", "source")
+                    },
                 )
                 conn.execute(stmt, list(chunk))
         return len(rows)
 
     def get_question(self, question_id: str) -> dict | None:
         with self._tx() as conn:
-            row = conn.execute(select(QUESTIONS).where(QUESTIONS.c.question_id == question_id)).mappings().first()
+            row = (
+                conn.execute(select(QUESTIONS).where(QUESTIONS.c.question_id == question_id))
+                .mappings()
+                .first()
+            )
         return plain_row(row) if row else None
-
 
     def _require_run(self, run_id: str) -> None:
         if self.get_run(run_id) is None:

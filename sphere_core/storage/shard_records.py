@@ -41,7 +41,11 @@ class ArtifactCorruptError(ArtifactError):
 
 
 def check_name(kind: str, value: str) -> str:
-    if not isinstance(value, str) or not _NAME_RE.match(value) or (kind == "stage" and value == QUARANTINE):
+    if (
+        not isinstance(value, str)
+        or not _NAME_RE.match(value)
+        or (kind == "stage" and value == QUARANTINE)
+    ):
         raise ArtifactError(
             f"invalid artifact {kind} {value!r}: use letters, digits, '_', '-', '.' only"
             + (f" (and not {QUARANTINE!r})" if value == QUARANTINE else "")
@@ -134,7 +138,9 @@ class ShardFile:
             rows = None
         return cls(data, hashlib.sha256(data).hexdigest(), len(data), rows)
 
-    def mismatch(self, record: ShardRecord, source: str, manifest_rows: int | None = None) -> str | None:
+    def mismatch(
+        self, record: ShardRecord, source: str, manifest_rows: int | None = None
+    ) -> str | None:
         """Why the file does not match ``record`` (from ``source``), or None when it does."""
         if self.bytes != record.bytes:
             return f"is {self.bytes} bytes; {source} says {record.bytes}"

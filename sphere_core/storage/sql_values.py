@@ -27,13 +27,27 @@ EVALUATIONS: Table = Evaluation.__table__  # type: ignore[assignment]
 PAIRS: Table = Pair.__table__  # type: ignore[assignment]
 
 EVENT_FIELDS = (
-    "decision", "reason", "answer_max", "answer_min", "correct_max", "correct_min",
-    "reward_max", "reward_min", "error",
+    "decision",
+    "reason",
+    "answer_max",
+    "answer_min",
+    "correct_max",
+    "correct_min",
+    "reward_max",
+    "reward_min",
+    "error",
 )
 EVENT_REQUIRED = ("run_id", "question_id", "stage", "decision")
 PAIR_REQUIRED = (
-    "question_id", "stage", "route", "granularity", "split",
-    "answer_chosen", "answer_rejected", "reward_chosen", "reward_rejected",
+    "question_id",
+    "stage",
+    "route",
+    "granularity",
+    "split",
+    "answer_chosen",
+    "answer_rejected",
+    "reward_chosen",
+    "reward_rejected",
 )
 CHUNK = 500
 
@@ -88,7 +102,7 @@ def float_or_none(value: Any) -> float | None:
 
 def chunks(rows: Sequence[dict], size: int = CHUNK) -> Iterable[Sequence[dict]]:
     for i in range(0, len(rows), size):
-        yield rows[i:i + size]
+        yield rows[i : i + size]
 
 
 def positive_int(value: Any, what: str) -> int:
@@ -107,7 +121,9 @@ def check_round_column(df: pd.DataFrame, round: int, where: str) -> None:
     if "round" in df.columns:
         found = {int(v) for v in df["round"].dropna().unique()}
         if found - {round}:
-            raise StoreError(f"{where}: the frame's round column has {sorted(found)}; recording round {round}")
+            raise StoreError(
+                f"{where}: the frame's round column has {sorted(found)}; recording round {round}"
+            )
 
 
 def by_round(table: Table, run_id: str, round: int | None) -> Any:

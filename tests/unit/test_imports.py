@@ -75,8 +75,14 @@ def library_modules() -> list[str]:
 
 
 def _import_each(names: list[str]) -> dict[str, str]:
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(names)], check=False, cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(names)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -96,9 +102,15 @@ def test_the_child_reports_a_broken_module(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("from cyclepkg.b import B\nA = 1\n")
     (pkg / "b.py").write_text("from cyclepkg.a import A\nB = 2\n")
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(["cyclepkg.a"])], check=False,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(["cyclepkg.a"])],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
     failures = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "ImportError" in failures["cyclepkg.a"]
 
@@ -113,7 +125,12 @@ def test_each_builtin_backend_module_registers_its_names():
         "    importlib.import_module(module)\n"
         "    assert name in registry._REGISTRIES[kind], (kind, name, module)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", check], check=False, cwd=ROOT,
-                          capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", check],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -23,9 +23,13 @@ def _normalised(source: str) -> str:
     tree = ast.parse(textwrap.dedent(source))
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
+        if (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree)
 
@@ -33,12 +37,17 @@ def _normalised(source: str) -> str:
 def keyed_source_hash() -> str:
     """Hash of the code that computes keys: keys.py's functions, the stages' key hooks."""
     module = ast.parse(Path(keys.__file__).read_text())
-    parts = [_normalised(ast.unparse(node)) for node in module.body
-             if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+    parts = [
+        _normalised(ast.unparse(node))
+        for node in module.body
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+    ]
     for stage in all_stages():
         for hook in STAGE_HOOKS:
             owner = next(c for c in type(stage).__mro__ if hook in vars(c))
-            parts.append(f"{owner.__name__}.{hook}:" + _normalised(inspect.getsource(vars(owner)[hook])))
+            parts.append(
+                f"{owner.__name__}.{hook}:" + _normalised(inspect.getsource(vars(owner)[hook]))
+            )
     parts.append(_normalised(inspect.getsource(search_config)))
     return hashlib.sha256("\n".join(sorted(set(parts))).encode()).hexdigest()[:16]
 
