@@ -39,7 +39,7 @@ def load_items(
     for path in paths:
         try:
             frame = pd.read_parquet(path)
-        except Exception as err:  # pyarrow raises several types for a damaged file
+        except (OSError, ValueError) as err:  # pyarrow's errors for a damaged file are these
             raise ArtifactError(f"cannot read evaluation items {path}: {err}") from err
         out[path.stem] = frame.assign(benchmark=path.stem)
     return out

@@ -133,6 +133,10 @@ def test_compare_errors_are_one_line_with_exit_codes(two_runs, capsys):
     write_items(two_runs, "other1", "trained", "gsm8k", [T, F], ids=["z1", "z2"])
     assert main(["compare", "sphere1", "other1"]) == 1
     assert "no evaluated question in common" in _one_line_error(capsys)
+    damaged = two_runs / "runs" / "sampling1" / "eval" / "base" / "gsm8k.parquet"
+    damaged.write_bytes(b"PAR1 not really")
+    assert main(["compare", "sphere1", "sampling1"]) == 1
+    assert f"cannot read evaluation items {damaged}" in _one_line_error(capsys)
     assert main(["compare", "sphere1", "sampling1", "--format", "csv"]) == 2
     assert "--format" in _one_line_error(capsys)
     assert main(["compare", "../x", "sampling1"]) == 2
