@@ -250,7 +250,7 @@ def test_token_usage_and_the_report_line():
     import pandas as pd
 
     from sphere_core.evaluation.report.loading import RoundData
-    from sphere_core.evaluation.report.sections.routing import _token_lines
+    from sphere_core.evaluation.report.sections.routing_pairs import _token_lines
     from sphere_core.summary import token_usage
 
     trees = pd.DataFrame({"stage": ["stage1"] * 4 + ["stage2"] * 2,

@@ -8,8 +8,9 @@ A section is a function that returns markdown lines (ending with an empty line):
 - a *rounds section* (a run section) appears only in a run with more than one round, before
   the per-round sections.
 
-A new section is one function (in a module here, named after what it shows) plus one line in
-the matching tuple below. It says in its own text when its data is missing; plots go through
+A new section is one function (in a module here, named after what it shows and not after
+another library module: ``routing_pairs``, not ``routing``) plus one line in the matching
+tuple below. It says in its own text when its data is missing; plots go through
 ``figs.draw(name, alt, fn)``. Table maths goes in ``report/tables.py``, reading extra data in
 ``report/loading.py``.
 """
@@ -22,11 +23,11 @@ from sphere_core.evaluation.report.loading import RoundData, RunParts
 from sphere_core.evaluation.report.markdown import Figures
 from sphere_core.evaluation.report.sections import (
     accuracy,
-    calibration,
     examples,
+    overview,
+    prm_calibration,
     rounds,
-    routing,
-    setup,
+    routing_pairs,
     statistics,
     training,
 )
@@ -35,16 +36,16 @@ RunSection = Callable[[RunParts, Figures], list[str]]
 RoundSection = Callable[[RoundData, Figures, int], list[str]]
 
 RUN_SECTIONS: tuple[RunSection, ...] = (
-    setup.header,
-    setup.setup,
+    overview.header,
+    overview.setup,
 )
 ROUNDS_SECTIONS: tuple[RunSection, ...] = (
     rounds.rounds,
 )
 ROUND_SECTIONS: tuple[RoundSection, ...] = (
-    routing.routing,
-    routing.rewards,
-    calibration.calibration,
+    routing_pairs.routing,
+    routing_pairs.rewards,
+    prm_calibration.calibration,
     training.dpo,
     accuracy.evaluation,
     statistics.statistics,
