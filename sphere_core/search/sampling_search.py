@@ -17,10 +17,11 @@ pruned search's completion rollout (``search.answer_cue_tokens``), one batched c
 After the last round every sample is graded (the ``grade`` the caller passes: the routing
 grader). Sol_max is the first verified-right sample and Sol_min the first verified-wrong one
 (wrong samples that state a final answer before those that state none), both in sample order,
-so the choice is random with respect to quality. Without a right (or a wrong) sample both
-paths come from the same pool, the first sample and the next one with a different text, so
-routing sends the question on exactly as an all-wrong (all-right) pruned search would. Stage 1
-and Stage 2 therefore never route ``pair_inverted``.
+so the choice is random with respect to quality. All right: Sol_max is the first sample and
+Sol_min the next one with a different text; all wrong: Sol_min is the first wrong sample (as
+above, so Stage 2 is shown, and Stage 3 rejects, an answered one) and Sol_max the next with a
+different text. Routing then sends the question on exactly as an all-right (all-wrong) pruned
+search would. Stage 1 and Stage 2 therefore never route ``pair_inverted``.
 
 Every sample is one depth-0 ``root`` node of the tree table (with its ``num_tokens``); the two
 chosen ones are ``selected``. Rewards and PRM scores are NaN: nothing is scored.
@@ -273,4 +274,7 @@ def choose(nodes: list[Node], grades: Sequence[Any]) -> tuple[Node, Node]:
     pool = right or wrong or nodes
     first = pool[0]
     other = next((n for n in pool[1:] if n.text.strip() != first.text.strip()), None)
-    return first, other or (pool[1] if len(pool) > 1 else first)
+    other = other or (pool[1] if len(pool) > 1 else first)
+    if wrong and not right:  # the wrong sample most worth showing (answered) is Sol_min
+        return other, first
+    return first, other

@@ -211,6 +211,8 @@ def test_choose_prefers_answered_wrong_and_distinct_texts():
     assert choose([b, a, c], [(None, False), ("1", False), ("2", True)]) == (c, a)
     # all right: the first and the next with a different text
     assert choose([a, d, b], [("2", True)] * 3) == (a, b)
+    # all wrong: Sol_min is the first answered wrong sample, Sol_max the next different one
+    assert choose([a, b, c], [(None, False), ("1", False), ("3", False)]) == (c, b)
     # grading failed for some: they are never chosen while graded ones exist
     assert choose([a, b], [RuntimeError("x"), ("2", True)]) == (b, b)
 
