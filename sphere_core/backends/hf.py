@@ -25,18 +25,16 @@ from pathlib import Path
 
 from sphere_core import interrupts
 from sphere_core.backends.embedded import resolve_model_path
-from sphere_core.backends.prefix_cache import (
+from sphere_core.backends.prefill import (
     PrefillCounter,
-    PrefixKVCache,
     RowLayout,
-    default_cache_bytes,
     even_chunks,
     gather_kv,
-    kv_geometry,
     prefill,
     shared_prefixes,
     worth_prefilling,
 )
+from sphere_core.backends.prefix_cache import PrefixKVCache, default_cache_bytes, kv_geometry
 from sphere_core.backends.registry import register_generator
 from sphere_core.backends.sampling import (
     GeneratorBase,
@@ -327,4 +325,3 @@ class HFGenerator(GeneratorBase):
 @register_generator("hf")
 def _factory(spec: ModelSpec, home: Path) -> HFGenerator:
     return HFGenerator.from_spec(spec, home)
-

@@ -41,16 +41,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sphere_core.backends.prefix_cache import (
+from sphere_core.backends.prefill import (
     PrefillCounter,
-    PrefixKVCache,
-    default_cache_bytes,
     even_chunks,
-    kv_geometry,
     prefill,
     shared_prefixes,
     worth_prefilling,
 )
+from sphere_core.backends.prefix_cache import PrefixKVCache, default_cache_bytes, kv_geometry
 from sphere_core.backends.prm import BasePRM, prefixes, unflatten
 from sphere_core.backends.registry import register_prm
 from sphere_core.config import SphereConfig

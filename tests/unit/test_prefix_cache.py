@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sphere_core.backends.prefix_cache import (
-    PrefixKVCache,
-    RowLayout,
-    new_batch_kv,
-    shared_prefixes,
-    worth_prefilling,
-)
+from sphere_core.backends.batch_kv import new_batch_kv
+from sphere_core.backends.prefill import RowLayout, shared_prefixes, worth_prefilling
+from sphere_core.backends.prefix_cache import PrefixKVCache
 
 LAYERS, HEADS, DIM = 2, 1, 3
 TOKEN_BYTES = LAYERS * 2 * HEADS * DIM * 4  # float32
