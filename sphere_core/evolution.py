@@ -27,28 +27,28 @@ TRAINED_RECORD = "sphere_trained.json"
 
 
 def round_config(
-    cfg: SphereConfig, round: int, previous: Any, home: Path, run_id: str
+    cfg: SphereConfig, round_no: int, previous: Any, home: Path, run_id: str
 ) -> SphereConfig:
-    """The config of round ``round`` (``previous``: round r-1's TrainingResult or None)."""
+    """The config of round ``round_no`` (``previous``: round r-1's TrainingResult or None)."""
     evo = cfg.evolution
     tree = cfg.to_dict()
     size = evo.questions_per_round or cfg.data.limit
     if size is not None:
         tree["data"]["limit"] = size
         if evo.question_schedule == "fresh":
-            tree["data"]["offset"] = cfg.data.offset + (round - 1) * size
-    if round < evo.rounds:
+            tree["data"]["offset"] = cfg.data.offset + (round_no - 1) * size
+    if round_no < evo.rounds:
         tree["training"]["save_merged"] = True  # the next round's policy
-    if round > 1 and previous is not None and previous.merged_path:
+    if round_no > 1 and previous is not None and previous.merged_path:
         policy = {**tree["models"]["policy"], "path": previous.merged_path, "adapter": None}
         if evo.evolve_small:
             tree["models"]["small"] = dict(policy)
         elif tree["models"]["small"] is None:  # keep pi_small = the original policy, not pi_r
             tree["models"]["small"] = dict(tree["models"]["policy"])
         tree["models"]["policy"] = policy
-    elif round > 1 and previous is not None and previous.skipped is None:
+    elif round_no > 1 and previous is not None and previous.skipped is None:
         raise TrainingError(
-            f"run {run_id} round {round - 1} trained no merged model to continue from"
+            f"run {run_id} round {round_no - 1} trained no merged model to continue from"
         )
     return resolve_config(base=tree)
 

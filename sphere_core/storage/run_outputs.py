@@ -92,10 +92,10 @@ class RunPlan:
         return cls(**data)
 
 
-def plan_run(cfg: SphereConfig, questions_key: str, n_shards: int, round: int = 1) -> RunPlan:
+def plan_run(cfg: SphereConfig, questions_key: str, n_shards: int, round_no: int = 1) -> RunPlan:
     """The artifact keys of the selected stages and of the pairs (pure)."""
     keys, pairs_key = stage_keys(cfg, questions_key)
-    return RunPlan(questions_key, n_shards, keys, pairs_key, round)
+    return RunPlan(questions_key, n_shards, keys, pairs_key, round_no)
 
 
 def shard_count(n_rows: int, shard_size: int) -> int:
@@ -262,18 +262,18 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def round_dir(home: Path, run_id: str, round: int = 1) -> Path:
-    """Where round ``round`` of a run keeps its view, pairs and model (round 1: the run dir)."""
+def round_dir(home: Path, run_id: str, round_no: int = 1) -> Path:
+    """Where round ``round_no`` of a run keeps its view, pairs and model (round 1: the run dir)."""
     base = run_dir(Path(home), run_id)
-    return base if round == 1 else base / f"round-{round}"
+    return base if round_no == 1 else base / f"round-{round_no}"
 
 
 class RunView:
     """Read-only access to the outputs of one round of a run (every stage that ran)."""
 
-    def __init__(self, home: Path, run_id: str, round: int = 1):
-        self.home, self.run_id, self.round = Path(home), run_id, round
-        self.dir = round_dir(self.home, run_id, round)
+    def __init__(self, home: Path, run_id: str, round_no: int = 1):
+        self.home, self.run_id, self.round = Path(home), run_id, round_no
+        self.dir = round_dir(self.home, run_id, round_no)
         self._store = ArtifactStore(self.home)
         self._record: dict[str, Any] | None = None
 
@@ -346,4 +346,3 @@ class RunView:
             return json.loads(path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-
