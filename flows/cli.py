@@ -189,7 +189,13 @@ def _report(exc: BaseException, session: Any) -> int:
         _silence_stdout()
         return 0
     signum = _termination_signal(exc)
-    if signum is not None or isinstance(exc, (KeyboardInterrupt, typer.Abort)):
+    requested = _interrupts().stop_signal()
+    # after Ctrl-C to the process group the ephemeral Prefect server is gone too: what fails
+    # while stopping (its API calls) is the interruption, not a bug
+    stopping = requested is not None and not isinstance(exc, errors.SphereError)
+    if stopping and signum is None and requested != signal.SIGINT:
+        signum = requested
+    if signum is not None or stopping or isinstance(exc, (KeyboardInterrupt, typer.Abort)):
         name = signal.Signals(signum).name if signum is not None else "SIGINT"
         verb = "terminated" if signum is not None else "interrupted"
         record(f"{verb} by {name}")

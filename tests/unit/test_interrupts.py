@@ -92,3 +92,24 @@ def test_outside_the_main_thread_the_block_changes_nothing():
     thread.start()
     thread.join()
     assert swapped == [False]
+
+
+@pytest.mark.parametrize(("signum", "code", "word"), [
+    (signal.SIGINT, 130, "interrupted (SIGINT)"),
+    (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+])
+def test_a_failure_while_stopping_is_the_interruption_not_a_bug(sphere_home, capsys, monkeypatch,
+                                                                signum, code, word):
+    """Ctrl-C to the process group also stops the ephemeral Prefect server: the API call that then
+    fails is reported as the interruption (not exit 70)."""
+    from flows.cli import main
+    from flows.commands import config_cmds
+
+    def stopping(*args, **kwargs):
+        interrupts.request_stop(signum)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(config_cmds, "resolve_config", stopping)
+    assert main(["config", "show"]) == code
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(word) and "\n" not in line
