@@ -25,10 +25,10 @@ from sphere_core.evaluation.report.sections import (
     accuracy,
     examples,
     overview,
+    paired_statistics,
     prm_calibration,
     rounds,
     routing_pairs,
-    statistics,
     training,
 )
 
@@ -48,6 +48,6 @@ ROUND_SECTIONS: tuple[RoundSection, ...] = (
     prm_calibration.calibration,
     training.dpo,
     accuracy.evaluation,
-    statistics.statistics,
+    paired_statistics.statistics,
     examples.examples,
 )
