@@ -53,7 +53,7 @@ class Diversity(BaseStage):
         return {**super().artifact_config(cfg), "small_is_intended": cfg.models.small_is_intended}
 
     def warnings(self, cfg):
-        from sphere_core.search.small_model import small_model_warning
+        from sphere_core.stages.small_model_check import small_model_warning
 
         warning = small_model_warning(cfg.models.policy, self.model(cfg), cfg.models.small_is_intended)
         return [warning] if warning else []
