@@ -21,7 +21,7 @@ from flows.common import flow_config, flow_run_id, home_for, tracked_run
 from sphere_core.backends.adapters import is_adapter_dir
 from sphere_core.config import ModelSpec, SphereConfig
 from sphere_core.errors import EvaluationError
-from sphere_core.evaluation.models import model_spec
+from sphere_core.evaluation.model_specs import model_spec
 from sphere_core.paths import validate_name
 from sphere_core.results import EvaluationResult
 from sphere_core.storage.run_outputs import RunView

@@ -136,7 +136,7 @@ def evaluate(
     With ``benchmark_file`` the questions come from that file and ``benchmarks`` must name
     it once (the name used in outputs; default: the file's stem).
     """
-    from sphere_core.evaluation.models import model_spec
+    from sphere_core.evaluation.model_specs import model_spec
 
     if benchmark_file:
         benchmarks = list(benchmarks)[:1] or [Path(benchmark_file).stem]
@@ -158,7 +158,7 @@ def evaluate_model(cfg: SphereConfig, model_label: str, spec, benchmark: str, li
                    out_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One model (a ``ModelSpec``, built through the backend registry) on one benchmark:
     (per-item records, summary rows); the items are written to ``out_dir/<label>/<bench>.parquet``."""
-    from sphere_core.evaluation.models import load_generator
+    from sphere_core.evaluation.model_specs import load_generator
     from sphere_core.storage.keys import eval_key
     from sphere_core.storage.run_outputs import RunOutputs
 

@@ -31,7 +31,7 @@ def test_dpo_and_eval_generation_on_cuda(tmp_path, sphere_home):
     evals = [h["eval_loss"] for h in result.log_history if "eval_loss" in h]
     assert evals and min(evals) < 0.69
 
-    from sphere_core.evaluation.models import load_generator
+    from sphere_core.evaluation.model_specs import load_generator
 
     generator = load_generator(cfg, "embedded-small", result.adapter_dir, sphere_home)
     assert str(next(generator.model.parameters()).device).startswith("cuda")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sphere_core.evaluation.models import model_spec
+from sphere_core.evaluation.model_specs import model_spec
 from sphere_core.evaluation.runner import evaluate_model
 from sphere_core.storage.keys import eval_key, weights_fingerprint
 from tests.fakes import FakeGenerator, fake_config
