@@ -2,7 +2,7 @@
 
 The files live in ``benchmarks/*.jsonl`` (provenance and licences in ``benchmarks/SOURCES.md``).
 The config checks ``evaluation.benchmarks`` against these names; loading them is in
-``sphere_core.data.benchmarks``.
+``sphere_core.data.benchmark_sets``.
 """
 
 from __future__ import annotations

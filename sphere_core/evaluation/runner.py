@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def load_questions(benchmark: str, limit: int | None, benchmark_file: str | None) -> pd.DataFrame:
     """A packaged benchmark by name, or the questions of ``benchmark_file`` (named ``benchmark``)."""
-    from sphere_core.data.benchmarks import BENCHMARKS, load_benchmark, load_question_file
+    from sphere_core.data.benchmark_sets import BENCHMARKS, load_benchmark, load_question_file
 
     try:
         if benchmark_file:
