@@ -3,7 +3,7 @@ what they return.
 
 Flows run in-process on the local ephemeral Prefect API unless ``PREFECT_API_URL`` points at
 a server. Progress comes from the library's progress events (``sphere_core.progress``),
-rendered by ``flows.progress``: bars on a terminal, one line per event in a log file.
+rendered by ``flows.progress_render``: bars on a terminal, one line per event in a log file.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _overrides(set_: list[str] | None, task_runner: str | None, rounds: int | No
 
 def _run_flow(flow_fn: Callable[..., Any], cfg: Any, run_id: str) -> Any:
     from flows.commands.common import announce_run
-    from flows.progress import ProgressDisplay
+    from flows.progress_render import ProgressDisplay
 
     announce_run(run_id)
     with ProgressDisplay():

@@ -44,7 +44,7 @@ def train(run: Annotated[str, typer.Option("--run", help="Run id whose pairs to 
 
     A second `sphere train` of the same run and round waits for the first and reuses its result.
     """
-    from flows.progress import ProgressDisplay
+    from flows.progress_render import ProgressDisplay
     from flows.train import train_flow
 
     cfg = run_config(run, preset, config, set_)
@@ -81,7 +81,7 @@ def evaluate(
         print_comparisons,
     )
     from flows.evaluate import evaluate_flow
-    from flows.progress import ProgressDisplay
+    from flows.progress_render import ProgressDisplay
     from sphere_core.errors import EvaluationError
 
     check_format(fmt)

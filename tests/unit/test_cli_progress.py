@@ -11,7 +11,7 @@ import threading
 import pytest
 from rich.console import Console
 
-from flows.progress import ProgressDisplay, format_elapsed
+from flows.progress_render import ProgressDisplay, format_elapsed
 from sphere_core.progress import LOGGER_NAME, emit
 
 LINE = re.compile(r"^\[\d\d:\d\d:\d\d \+\d+s\] (.*)$")
