@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 def _invoke(args: list[str]) -> int:
     """Parse and run one command. Unlike click's ``main``, lets KeyboardInterrupt (and
     Terminated) propagate instead of turning them into a silent exit 130."""
-    from flows.commands.common import forget_run
+    from flows.commands.cli_support import forget_run
 
     forget_run()
     _interrupts().reset()
@@ -270,7 +270,7 @@ def _termination_signal(exc: BaseException) -> int | None:
 
 
 def _resume_hint(session: Any = None) -> str:
-    from flows.commands.common import current_run
+    from flows.commands.cli_support import current_run
 
     run_id = current_run()
     if run_id:
@@ -292,7 +292,7 @@ def _command_line(argv: list[str]) -> str:
 
 
 def _continue_with(session: Any) -> str:
-    from flows.commands.common import current_run
+    from flows.commands.cli_support import current_run
 
     run_id = current_run()
     if run_id:

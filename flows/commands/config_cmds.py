@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.commands.common import ConfigOpt, PresetOpt, SetOpt, out, resolve_config
+from flows.commands.cli_support import ConfigOpt, PresetOpt, SetOpt, out, resolve_config
 
 config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.commands.common import ConfigOpt, PresetOpt, SetOpt, console, out, resolve_config
+from flows.commands.cli_support import ConfigOpt, PresetOpt, SetOpt, console, out, resolve_config
 
 FileArg = Annotated[
     str | None,

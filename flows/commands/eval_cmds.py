@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import click
 import typer
 
-from flows.commands.common import ConfigOpt, PresetOpt, SetOpt, out
+from flows.commands.cli_support import ConfigOpt, PresetOpt, SetOpt, out
 
 FORMATS = ("table", "json")
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Output format: table | json.")]

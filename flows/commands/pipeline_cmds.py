@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.commands.common import ConfigOpt, PresetOpt, SetOpt, out, resolve_config
+from flows.commands.cli_support import ConfigOpt, PresetOpt, SetOpt, out, resolve_config
 
 RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="Run id (default: a new one).")]
 RunnerOpt = Annotated[
@@ -33,7 +33,7 @@ def _overrides(set_: list[str] | None, task_runner: str | None, rounds: int | No
 
 
 def _run_flow(flow_fn: Callable[..., Any], cfg: Any, run_id: str) -> Any:
-    from flows.commands.common import announce_run
+    from flows.commands.cli_support import announce_run
     from flows.progress_render import ProgressDisplay
 
     announce_run(run_id)

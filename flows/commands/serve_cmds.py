@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.commands.common import PresetOpt, out
+from flows.commands.cli_support import PresetOpt, out
 
 CronOpt = Annotated[str, typer.Option(help="Cron schedule of the pipeline deployment.")]
 LimitOpt = Annotated[

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import click
 import typer
 
-from flows.commands.common import FormatOpt, out
+from flows.commands.cli_support import FormatOpt, out
 
 DbUrlOpt = Annotated[
     str | None,
@@ -169,7 +169,7 @@ def calibration(
     fmt: FormatOpt = "table",
 ) -> None:
     """PRM calibration: Sol_max-right share, AUROC of the path reward (overall, by depth)."""
-    from flows.commands.common import resolve_config
+    from flows.commands.cli_support import resolve_config
     from flows.common import home_for
     from sphere_core.calibration import NEAR_CHANCE, run_calibration
 

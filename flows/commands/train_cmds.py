@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.commands.common import ConfigOpt, PresetOpt, SetOpt, out
+from flows.commands.cli_support import ConfigOpt, PresetOpt, SetOpt, out
 
 RunOpt = Annotated[str | None, typer.Option("--run", help="Run id (see `sphere runs`).")]
 RoundOpt = Annotated[int, typer.Option("--round", min=1, help="Round of a multi-round run.")]

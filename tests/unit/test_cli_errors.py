@@ -21,7 +21,7 @@ import pytest
 
 from flows.cli import main
 from flows.commands import config_cmds
-from flows.commands.common import announce_run
+from flows.commands.cli_support import announce_run
 from sphere_core.errors import InputDataError, StoreError, Terminated
 from sphere_core.logs import KEEP_LOGS
 from tests.conftest import REPO_ROOT

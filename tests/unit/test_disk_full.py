@@ -17,7 +17,7 @@ import pytest
 
 from flows.cli import main
 from flows.commands import config_cmds
-from flows.commands.common import announce_run
+from flows.commands.cli_support import announce_run
 from sphere_core import disk
 from sphere_core.errors import DiskFullError, TrainingError
 from sphere_core.logs import SessionFileHandler
