@@ -26,7 +26,7 @@ from sphere_core.paths import validate_name
 from sphere_core.results import EvaluationResult
 from sphere_core.storage.run_outputs import RunView
 from sphere_core.storage.run_records import ensure_run
-from tasks.common import task_options
+from tasks.task_options import task_options
 from tasks.train_tasks import evaluate_task
 
 

@@ -23,7 +23,7 @@ from sphere_core import progress
 from sphere_core.config import SphereConfig
 from sphere_core.results import GenerateResult
 from sphere_core.storage.run_outputs import RunView, plan_run
-from tasks.common import task_options
+from tasks.task_options import task_options
 from tasks.generate_tasks import finalize_task, ingest_task, pairs_task, stage_task
 
 

@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.common import flow_config, flow_run_id, home_for
 from sphere_core.config import SphereConfig
 from sphere_core.results import ReportResult
-from tasks.common import task_options
+from tasks.task_options import task_options
 from tasks.train_tasks import report_task
 
 

@@ -12,7 +12,7 @@ from prefect import flow
 from flows.common import flow_config, flow_run_id, home_for
 from sphere_core.config import SphereConfig
 from sphere_core.results import TrainingResult
-from tasks.common import task_options
+from tasks.task_options import task_options
 from tasks.train_tasks import train_task
 
 

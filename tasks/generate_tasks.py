@@ -14,7 +14,7 @@ from prefect import task
 from sphere_core import progress
 from sphere_core.config import SphereConfig
 from sphere_core.storage.run_outputs import RunOutputs, RunPlan, ShardInfo
-from tasks.common import retry_condition, shard_cache_key
+from tasks.task_options import retry_condition, shard_cache_key
 
 
 @task(name="ingest", task_run_name="ingest", retry_condition_fn=retry_condition)

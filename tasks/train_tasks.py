@@ -12,7 +12,7 @@ from prefect import task
 
 from sphere_core.config import ModelSpec, SphereConfig
 from sphere_core.results import TrainingResult
-from tasks.common import retry_condition
+from tasks.task_options import retry_condition
 
 
 @task(name="dpo-train", task_run_name="dpo-train-{run_id}", retry_condition_fn=retry_condition)

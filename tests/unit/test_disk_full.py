@@ -123,7 +123,7 @@ def test_the_log_file_drops_records_on_a_full_disk_without_noise(tmp_path, capsy
 
 
 def test_a_full_disk_is_not_retried_by_the_tasks(tmp_path):
-    from tasks.common import is_transient
+    from tasks.task_options import is_transient
 
     assert not is_transient(_full(tmp_path / "x"))
     assert not is_transient(_full(tmp_path / "x", errno.EROFS))
