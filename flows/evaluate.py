@@ -17,7 +17,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.common import flow_config, flow_run_id, home_for, tracked_run
+from flows.run_tracking import flow_config, flow_run_id, home_for, tracked_run
 from sphere_core.backends.adapters import is_adapter_dir
 from sphere_core.config import ModelSpec, SphereConfig
 from sphere_core.errors import EvaluationError

@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 
-from flows.common import flow_config, flow_run_id, home_for, make_task_runner, tracked_run
+from flows.run_tracking import flow_config, flow_run_id, home_for, make_task_runner, tracked_run
 from sphere_core import progress
 from sphere_core.config import SphereConfig
 from sphere_core.results import GenerateResult

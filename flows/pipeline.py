@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.common import flow_config, flow_run_id, home_for, tracked_run
+from flows.run_tracking import flow_config, flow_run_id, home_for, tracked_run
 from flows.evaluate import evaluate_flow
 from flows.generate import generate_flow
 from flows.report_flow import report_flow

@@ -10,7 +10,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.common import flow_config, flow_run_id, home_for
+from flows.run_tracking import flow_config, flow_run_id, home_for
 from sphere_core.config import SphereConfig
 from sphere_core.results import ReportResult
 from tasks.task_options import task_options

@@ -77,7 +77,7 @@ def run(
     run_id: RunIdOpt = None, task_runner: RunnerOpt = None, rounds: RoundsOpt = None,
 ) -> None:
     """Run the whole pipeline (per round: generate -> DPO -> evaluate; then the report)."""
-    from flows.common import flow_run_id, home_for
+    from flows.run_tracking import flow_run_id, home_for
     from flows.pipeline import pipeline_flow
 
     cfg = resolve_config(preset, config, _overrides(set_, task_runner, rounds))
@@ -92,7 +92,7 @@ def generate(
     run_id: RunIdOpt = None, task_runner: RunnerOpt = None,
 ) -> None:
     """Generate preference pairs (ingest -> search -> routing -> pairs); prints the routing summary."""
-    from flows.common import flow_run_id, home_for
+    from flows.run_tracking import flow_run_id, home_for
     from flows.generate import generate_flow
 
     cfg = resolve_config(preset, config, _overrides(set_, task_runner))
@@ -102,7 +102,7 @@ def generate(
 
 def resume(run_id: Annotated[str, typer.Argument(help="The run to resume.")]) -> None:
     """Re-run a run with its stored config; finished shards, pairs and models are reused."""
-    from flows.common import flow_run_id, home_for
+    from flows.run_tracking import flow_run_id, home_for
     from flows.generate import generate_flow
     from flows.pipeline import pipeline_flow
     from sphere_core.errors import RunNotFoundError

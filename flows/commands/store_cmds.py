@@ -170,7 +170,7 @@ def calibration(
 ) -> None:
     """PRM calibration: Sol_max-right share, AUROC of the path reward (overall, by depth)."""
     from flows.commands.cli_support import resolve_config
-    from flows.common import home_for
+    from flows.run_tracking import home_for
     from sphere_core.calibration import NEAR_CHANCE, run_calibration
 
     _check_format(fmt)

@@ -23,7 +23,7 @@ BENCH_HELP = "Comma-separated: gsm8k,math500,aime24,aime22_24,amc23,olympiadbenc
 
 def run_config(run_id: str | None, preset: str | None, config: Path | None, overrides: list[str] | None):
     """The stored run config (if any) -> preset -> YAML file -> --set, validated once."""
-    from flows.common import flow_run_id, home_for
+    from flows.run_tracking import flow_run_id, home_for
     from sphere_core.config import resolve_config
     from sphere_core.storage.run_records import open_store
 
