@@ -25,7 +25,7 @@ from sphere_core.training.claim import training_claim
 from sphere_core.training.dpo import train_dpo
 from tests.unit.test_dpo import make_pairs, quick_cfg
 
-STEPS = 5
+STEPS = 2
 
 
 class Killed(BaseException):
@@ -41,7 +41,7 @@ def _cfg(**extra: str):
 
 def _pairs(tmp_path: Path) -> Path:
     path = tmp_path / "train.parquet"
-    make_pairs(8).to_parquet(path)  # 8 one-pair steps per epoch: STEPS stay within the first epoch
+    make_pairs(2).to_parquet(path)  # 2 one-pair steps per epoch: STEPS stay within the first epoch
     return path
 
 
@@ -58,13 +58,14 @@ def _no_stop_left_over():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # three short trainings; minutes on a loaded 2-core machine
 def test_a_killed_training_resumes_at_the_next_step_with_the_same_result(tmp_path, sphere_home,
                                                                          monkeypatch, caplog):
     train = _pairs(tmp_path)
     whole = train_dpo(_cfg(), train, None, tmp_path / "whole", sphere_home, key="k1")
     assert whole.metrics["global_step"] == STEPS and whole.metrics["resumed_from_step"] is None
 
-    kill_after = 2
+    kill_after = 1
     real_marker = checkpoints.write_marker
 
     def marker_then_die(path, key, step):
@@ -131,9 +132,11 @@ def test_the_checkpoint_schedule(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_sigint_mid_training_writes_a_checkpoint_then_interrupts(tmp_path, sphere_home, monkeypatch):
-    """The signal arrives during step 2: the step ends, checkpoint-2 is written, training stops,
-    KeyboardInterrupt follows; the re-run resumes from step 2."""
+    """The signal arrives during step 2 of 2: the step ends, checkpoint-2 is written, training
+    stops before the adapter is saved, KeyboardInterrupt follows; the re-run resumes from step 2
+    (no step left: it saves the adapter)."""
     from transformers import TrainerCallback
 
     class SignalAtStep(TrainerCallback):
