@@ -21,6 +21,7 @@ from prefect.futures import wait
 from flows.run_tracking import flow_config, flow_run_id, home_for, make_task_runner, tracked_run
 from sphere_core import progress
 from sphere_core.config import SphereConfig
+from sphere_core.error_budget import check_error_budget, first_error
 from sphere_core.results import GenerateResult
 from sphere_core.storage.run_outputs import RunView, plan_run
 from tasks.task_options import task_options
@@ -47,8 +48,10 @@ def generate_flow(
     home = home_for(cfg)
     if not track_run:
         return generate_round(cfg, run_id, home, round)
-    with tracked_run(cfg, run_id, home, kind="generate"):
-        return generate_round(cfg, run_id, home, round)
+    with tracked_run(cfg, run_id, home, kind="generate") as record:
+        result = generate_round(cfg, run_id, home, round)
+        record.complete(result.error_note)
+        return result
 
 
 def generate_round(cfg: SphereConfig, run_id: str, home: Path, round: int = 1) -> GenerateResult:
@@ -81,8 +84,13 @@ def generate_round(cfg: SphereConfig, run_id: str, home: Path, round: int = 1) -
     for info in infos:
         for k, v in info.search.items():
             search[k] = search.get(k, 0) + v
-    pairs = pairs_task.with_options(**opts)(cfg, str(home), run_id, plan)
     counts = _routing_counts(infos)
+    note = check_error_budget(counts, cfg.orchestration.max_error_fraction,
+                              lambda s: first_error(home, plan, s), run_id)  # over it: raises
+    if note:
+        log.warning("run %s round %d: %s", run_id, round, note)
+    refresh = any(info.retried for info in infos)
+    pairs = pairs_task.with_options(**opts)(cfg, str(home), run_id, plan, refresh)
     for s in plan.stages:
         done = {c["decision"]: c["questions"] for c in counts if c["stage"] == s}
         progress.emit("stage", f"{s} done: {sum(done.values())} questions {done}", stage=s, counts=done)
@@ -93,7 +101,7 @@ def generate_round(cfg: SphereConfig, run_id: str, home: Path, round: int = 1) -
         routing_counts=counts, pairs_train=pairs["train"], pairs_eval=pairs["eval"],
         dropped_pairs=pairs["dropped"], warnings=warnings,
         artifact_keys={"questions": qkey, **plan.stages, "pairs": plan.pairs_key},
-        search=search, elapsed_s=round_s(time.perf_counter() - started),
+        search=search, elapsed_s=round_s(time.perf_counter() - started), error_note=note,
     )
     result.run_dir = finalize_task.with_options(**opts)(cfg, str(home), run_id, plan, result.to_dict())
     publish_artifacts(result, RunView(home, run_id, round))

@@ -20,6 +20,7 @@ from flows.report_flow import report_flow
 from flows.train import train_flow
 from sphere_core import progress
 from sphere_core.config import SphereConfig
+from sphere_core.error_budget import combine_notes
 from sphere_core.results import PipelineResult, RoundResult, TrainingResult
 
 
@@ -60,7 +61,7 @@ def pipeline_flow(
             record.reached_round(r)
             previous = rounds[-1].train if rounds else None
             rounds.append(round_flow(run_id, round_config(cfg, r, previous, home, run_id), round=r))
-        record.complete()  # the report shows the final status
+        record.complete(combine_notes([r.generate.error_note for r in rounds]))  # report sees it
         report = report_flow(run_id, cfg)
     return PipelineResult(run_id, rounds, report, status="completed")
 

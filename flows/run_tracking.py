@@ -65,10 +65,11 @@ class RunRecord:
             repo.set_run_status(self.run_id, status, error=error, **fields)
         self.status = status
 
-    def complete(self) -> None:
-        """Mark the run completed now (work after this, e.g. the report, sees the final status)."""
+    def complete(self, note: str | None = None) -> None:
+        """Mark the run completed now (work after this, e.g. the report, sees the final status);
+        ``note``: the errors it completed with (``sphere_core.error_budget``), kept as its error."""
         if self.status != "completed":
-            self.set("completed")
+            self.set("completed", error=note)
 
     def reached_round(self, round: int) -> None:
         with open_store(self.cfg, self.home) as repo:

@@ -90,6 +90,10 @@ class EvaluationError(SphereError):
     """Evaluation cannot run (unknown benchmark, missing model, ...)."""
 
 
+class ErrorBudgetExceeded(SphereError):
+    """More than ``orchestration.max_error_fraction`` of a stage's questions ended in error."""
+
+
 class NotFoundError(SphereError):
     """A run, question or other record the user named does not exist (exit 1)."""
 

@@ -25,6 +25,7 @@ class GenerateResult:
     artifact_keys: dict[str, str] = field(default_factory=dict)
     search: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    error_note: str | None = None  # errors within the budget (``sphere_core.error_budget``)
 
     @property
     def pairs(self) -> int:

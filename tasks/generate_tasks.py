@@ -43,15 +43,18 @@ def stage_task(stage: str, cfg: SphereConfig, home: str, run_id: str, plan: RunP
                                               home=Path(home), stats=stats))
     info.search = stats.as_dict()
     progress.emit("shard", f"{stage} shard {shard + 1}/{plan.n_shards}: {info.questions} questions "
-                  f"{info.counts or ''}{' (cached)' if info.cached else f' in {info.elapsed_s:.1f}s'}",
+                  f"{info.counts or ''}{' (cached)' if info.cached else f' in {info.elapsed_s:.1f}s'}"
+                  f"{f' ({info.retried} searched again)' if info.retried else ''}",
                   stage=stage, shard=shard, total=plan.n_shards, counts=info.counts,
                   elapsed_s=info.elapsed_s, cached=info.cached)
     return info
 
 
 @task(name="assemble-pairs", task_run_name="assemble-pairs", retry_condition_fn=retry_condition)
-def pairs_task(cfg: SphereConfig, home: str, run_id: str, plan: RunPlan) -> dict:
-    """Train/eval preference pairs from every stage's routing (one task per run)."""
+def pairs_task(cfg: SphereConfig, home: str, run_id: str, plan: RunPlan,
+               refresh: bool = False) -> dict:
+    """Train/eval preference pairs from every stage's routing (one task per run); ``refresh``
+    when a stage shard was searched again (pairs built before are stale)."""
     from sphere_core.pairs import build_pairs
 
     outputs = RunOutputs(Path(home))
@@ -62,7 +65,7 @@ def pairs_task(cfg: SphereConfig, home: str, run_id: str, plan: RunPlan) -> dict
         questions = outputs.store.read_stage("questions", plan.questions_key)
         return build_pairs(cfg, questions, routing, trees, run_id=run_id)
 
-    return outputs.pairs(plan, compute)
+    return outputs.pairs(plan, compute, refresh=refresh)
 
 
 @task(name="finalize", task_run_name="finalize", retry_condition_fn=retry_condition)

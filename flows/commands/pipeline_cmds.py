@@ -53,6 +53,8 @@ def print_generate(result: Any, home: Any) -> None:
         out.print(f"{len(result.dropped_pairs)} pair candidate(s) dropped (invariants): "
                   + "; ".join(sorted({d['reason'] for d in result.dropped_pairs})), markup=False, highlight=False)
     out.print(f"pairs: {view.pairs_path('train').parent}", markup=False, highlight=False)
+    if result.error_note:
+        out.print(f"round {result.round}: {result.error_note}", markup=False, highlight=False)
 
 
 def print_pipeline(result: Any, home: Any) -> None:

@@ -122,6 +122,22 @@ class ArtifactStore(ArtifactFiles):
                 self._update_manifest_record(stage, key, final.name, record)
         return final
 
+    def replace_shard(
+        self, stage: str, key: str, shard: int, df: pd.DataFrame, reason: str
+    ) -> Path:
+        """Replace a shard on purpose (the old one is moved aside, saying ``reason``), e.g. once
+        the questions that ended in error were searched again; the manifest's record follows."""
+        with self.claim(stage, key, shard):
+            self._quarantine(stage, key, self.shard_path(stage, key, shard), reason)
+            return self.write_shard(stage, key, shard, df)
+
+    def discard(self, stage: str, key: str, reason: str) -> None:
+        """Move a whole artifact (shards and manifest) aside so that it is computed again."""
+        with self._manifest_lock(stage, key):
+            for shard in self.list_shards(stage, key):
+                self._quarantine(stage, key, self.shard_path(stage, key, shard), reason)
+            self._quarantine(stage, key, self.manifest_path(stage, key), reason)
+
     def _update_manifest_record(self, stage: str, key: str, name: str, record: ShardRecord) -> None:
         with self._manifest_lock(stage, key):
             manifest, _ = self._parse_manifest(self.manifest_path(stage, key))

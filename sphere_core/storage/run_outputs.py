@@ -113,6 +113,7 @@ class ShardInfo:
     counts: dict[str, int] = field(default_factory=dict)  # decision -> questions
     elapsed_s: float = 0.0
     search: dict[str, float] = field(default_factory=dict)  # SearchStats of a computed shard
+    retried: int = 0  # questions searched again (errored before, or newly routed upstream)
 
 
 class RunOutputs:
@@ -162,14 +163,19 @@ class RunOutputs:
 
         key, started = plan.stages[stage], time.perf_counter()
         with self.store.claim(routing_output(stage), key, shard):
-            if self.shard_done(stage, key, shard):
-                routing = self.store.read_shard(routing_output(stage), key, shard)
-                return ShardInfo(stage, shard, True, len(routing), _counts(routing))
             questions = self.store.read_shard(QUESTIONS, plan.questions_key, shard)
             upstream = None
             consumes = get_stage(stage).consumes
             if consumes is not None:
                 upstream = self.store.read_shard(routing_output(consumes.stage), plan.stages[consumes.stage], shard)
+            if self.shard_done(stage, key, shard):
+                routing = self.store.read_shard(routing_output(stage), key, shard)
+                redo = _redo(stage, routing, upstream)
+                if not redo:
+                    return ShardInfo(stage, shard, True, len(routing), _counts(routing))
+                routing = self._retry(plan, stage, shard, routing, redo, questions, upstream, compute)
+                return ShardInfo(stage, shard, False, len(routing), _counts(routing),
+                                 round(time.perf_counter() - started, 3), retried=len(redo))
             if has_work(stage, upstream):
                 result = compute(questions, upstream)
                 tree, routing = result.tree, result.routing
@@ -179,6 +185,23 @@ class RunOutputs:
             self.store.write_shard(routing_output(stage), key, shard, routing)  # last: marks done
         return ShardInfo(stage, shard, False, len(routing), _counts(routing),
                          round(time.perf_counter() - started, 3))
+
+    def _retry(self, plan: RunPlan, stage: str, shard: int, routing: pd.DataFrame, redo: set[str],
+               questions: pd.DataFrame, upstream: pd.DataFrame | None, compute) -> pd.DataFrame:
+        """Search the ``redo`` questions of a finished shard again; keep its other rows."""
+        key = plan.stages[stage]
+        pick = questions["question_id"].astype(str).isin(redo)
+        up = None if upstream is None else upstream[upstream["question_id"].astype(str).isin(redo)]
+        result = compute(questions[pick], up)
+        tree = self.store.read_shard(tree_output(stage), key, shard)
+        keep_tree = tree[~tree["question_id"].astype(str).isin(redo)]
+        keep = routing[~routing["question_id"].astype(str).isin(redo)]
+        why = f"held {len(redo)} question(s) searched again (errored or newly routed)"
+        self.store.replace_shard(tree_output(stage), key, shard,
+                                 concat([keep_tree, result.tree], TREE_COLUMNS), why)
+        routing = concat([keep, result.routing], ROUTING_COLUMNS)
+        self.store.replace_shard(routing_output(stage), key, shard, routing, why)  # last
+        return routing
 
     def seal(self, plan: RunPlan) -> None:
         """Write the manifests of every stage artifact (all shards present)."""
@@ -196,9 +219,14 @@ class RunOutputs:
                 concat(trees, TREE_COLUMNS).assign(run_id=run_id))
 
     # -- pairs --------------------------------------------------------------------------------
-    def pairs(self, plan: RunPlan, compute: Callable[[], tuple[pd.DataFrame, pd.DataFrame, list]]) -> dict:
-        """Train/eval pairs under ``plan.pairs_key`` (computed once): counts and dropped."""
+    def pairs(self, plan: RunPlan, compute: Callable[[], tuple[pd.DataFrame, pd.DataFrame, list]],
+              refresh: bool = False) -> dict:
+        """Train/eval pairs under ``plan.pairs_key`` (computed once): counts and dropped.
+        ``refresh``: a stage shard was searched again, so pairs built before are moved aside."""
         with self.store.claim_artifact(PAIRS["eval"], plan.pairs_key):
+            if refresh:
+                for name in PAIRS.values():
+                    self.store.discard(name, plan.pairs_key, "predates questions searched again")
             if not all(self.store.is_complete(name, plan.pairs_key, verify=True) for name in PAIRS.values()):
                 train, evaluation, dropped = compute()
                 for split, frame in (("train", train), ("eval", evaluation)):  # eval last: marks done
@@ -245,6 +273,20 @@ class RunOutputs:
                   **(extra or {})}
         _write_json(view.dir / VIEW_FILE, record)
         return view.dir
+
+
+def _redo(stage: str, routing: pd.DataFrame, upstream: pd.DataFrame | None) -> set[str]:
+    """Questions of a finished shard to search again: its ``error`` rows, and questions the
+    upstream stage routes here that it has no row for (the upstream retried them)."""
+    from sphere_core.stages import get_stage
+    from sphere_core.stages.runner import select_rows
+
+    ids = routing["question_id"].astype(str)
+    redo = set(ids[routing["decision"] == "error"])
+    wanted = select_rows(get_stage(stage), upstream)
+    if wanted is not None:
+        redo |= set(wanted["question_id"].astype(str)) - set(ids)
+    return redo
 
 
 def _pointer(output: str, key: str) -> dict[str, str]:
@@ -346,3 +388,4 @@ class RunView:
             return json.loads(path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
+

@@ -26,6 +26,8 @@ def _status_lines(record: dict, planned: int, reached: int) -> list[str]:
                   + ". The sections below show the parts it finished"
                   + (" (`sphere resume` continues a cancelled run)." if status == "cancelled"
                      else "."), ""]
+    elif status == "completed" and record.get("error"):  # errors within the error budget
+        lines += [f"> Completed with errors: {record['error']} (`sphere resume` retries them).", ""]
     return lines
 
 
