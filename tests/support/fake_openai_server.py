@@ -7,6 +7,12 @@ Answers like vLLM: text without the stop string, ``finish_reason`` "stop"/"lengt
 ``tokens``/``text_offset`` are placeholders (a Step carries no token strings); the client
 reads only ``token_logprobs``. Knobs for failure tests: ``sleep_s`` (answer late) and
 ``fail_first`` (answer HTTP 503 to that many requests first). Records every request body.
+
+``flavor`` makes it answer like another server: ``"llama.cpp"`` (``GET /props``; log-probs in
+the chat-completions shape ``logprobs.content[j]`` with token ids, the EOS token last; no
+``stop_reason``; ``n`` over ``max_n`` refused with HTTP 400 like llama-server's slot cap) or
+``"plain"`` (like ``transformers serve``: ignores ``n`` and ``logprobs``: one choice, no
+log-probs). ``ignore_n``: answer one choice whatever ``n`` asks.
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class FakeOpenAIServer:
-    def __init__(self, generator: Any | None, *, sleep_s: float = 0.0, fail_first: int = 0) -> None:
+    def __init__(self, generator: Any | None, *, sleep_s: float = 0.0, fail_first: int = 0,
+                 flavor: str = "vllm", max_n: int = 64, ignore_n: bool = False) -> None:
         self.generator = generator
+        self.flavor, self.max_n, self.ignore_n = flavor, max_n, ignore_n or flavor == "plain"
         self.sleep_s = sleep_s
         self.fail_first = fail_first
         self.requests: list[dict[str, Any]] = []
@@ -59,22 +67,35 @@ class FakeOpenAIServer:
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         stop = body.get("stop")
         stop = [stop] if isinstance(stop, str) else list(stop or [])
+        n = 1 if self.ignore_n else int(body.get("n", 1))
         with self._lock:  # one generation at a time, like a single GPU worker
             rows = self.generator.generate_steps(
-                [body["prompt"]], int(body.get("n", 1)), float(body.get("temperature", 1.0)), stop,
+                [body["prompt"]], n, float(body.get("temperature", 1.0)), stop,
                 int(body.get("max_tokens", 16)), top_p=float(body.get("top_p", 1.0)),
                 top_k=int(body.get("top_k", 0)), seed=body.get("seed"),
             )
-        choices = []
-        for i, step in enumerate(rows[0]):
-            reason = "length" if step.finish_reason == "length" else "stop"
-            choices.append({
-                "index": i, "text": step.text, "finish_reason": reason,
-                "stop_reason": stop[0] if step.finish_reason == "stop" else None,
+        choices = [self._choice(i, step, stop) for i, step in enumerate(rows[0])]
+        usage = {"prompt_tokens": 1, "completion_tokens": sum(s.num_tokens for s in rows[0]),
+                 "prompt_tokens_details": {"cached_tokens": 0}}
+        return {"id": "cmpl-fake", "object": "text_completion", "model": body.get("model"),
+                "choices": choices, "usage": usage}
+
+    def _choice(self, i: int, step: Any, stop: list[str]) -> dict[str, Any]:
+        reason = "length" if step.finish_reason == "length" else "stop"
+        choice: dict[str, Any] = {"index": i, "text": step.text, "finish_reason": reason}
+        if self.flavor == "plain":
+            return {**choice, "logprobs": None}
+        if self.flavor == "llama.cpp":  # token ids: the EOS token last when the step ended on it
+            eos = self.generator.tokenizer.eos_token_id
+            ids = [100] * step.num_tokens
+            if step.finish_reason == "eos" and ids:
+                ids[-1] = eos
+            content = [{"id": t, "token": "?", "bytes": [63], "logprob": lp, "top_logprobs": []}
+                       for t, lp in zip(ids, step.token_logprobs)]
+            return {**choice, "logprobs": {"content": content}}
+        return {**choice, "stop_reason": stop[0] if step.finish_reason == "stop" else None,
                 "logprobs": {"tokens": ["?"] * step.num_tokens, "token_logprobs": step.token_logprobs,
-                             "text_offset": [0] * step.num_tokens, "top_logprobs": None},
-            })
-        return {"id": "cmpl-fake", "object": "text_completion", "model": body.get("model"), "choices": choices}
+                             "text_offset": [0] * step.num_tokens, "top_logprobs": None}}
 
     def _handler(self):
         server = self
@@ -94,6 +115,11 @@ class FakeOpenAIServer:
                 except (BrokenPipeError, ConnectionResetError):  # client gave up (timeout tests)
                     pass
 
+            def do_GET(self) -> None:
+                if self.path == "/props" and server.flavor == "llama.cpp":
+                    return self._send(200, {"default_generation_settings": {}, "total_slots": 8})
+                self._send(404, {"error": f"no route {self.path}"})
+
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 with server._lock:
@@ -109,6 +135,9 @@ class FakeOpenAIServer:
                     return self._send(503, {"error": "warming up"})
                 if server.generator is None:  # a "silent" server: the client gave up long ago
                     return self._send(503, {"error": "no model loaded"})
+                if int(body.get("n", 1)) > server.max_n:
+                    return self._send(400, {"error": {"code": 400, "type": "invalid_request_error",
+                                                      "message": "n_cmpl out of range"}})
                 self._send(200, server.complete(body))
 
         return Handler

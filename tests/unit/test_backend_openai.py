@@ -54,7 +54,9 @@ def test_generation_through_server_matches_hf(hf, model_dir, tmp_path):
     sent = server.requests[0]
     assert sent["model"] == "smol" and sent["logprobs"] == 1 and sent["stop"] == ["\n\n"]
     assert sent["n"] == 2 and sent["top_k"] == 20
-    assert sorted(r["seed"] for r in server.requests[:2]) == [11, 12]
+    assert "cache_prompt" not in sent and "min_p" not in sent  # vLLM gets only its own fields
+    assert gen.server_kind == "openai" and not gen.fan_out
+    assert sorted(r["seed"] for r in server.requests[:2]) == [11, 13]  # seed + prompt * n
     assert gen.count_tokens("What is 2+2?") == hf.count_tokens("What is 2+2?")
 
 
@@ -81,3 +83,56 @@ def test_unreachable_server_and_missing_url(model_dir, tmp_path):
         gen.generate_steps(["Hello"], 1, 0.0, None, 3)
     with pytest.raises(BackendError, match="base_url"):
         lookup("generator", "openai-compatible")(spec=ModelSpec(backend="openai-compatible"), home=tmp_path)
+
+
+PROMPTS = ("What is 12*7? Answer step by step.", "hi")
+
+
+def _same_as_hf(gen, hf, stop, max_tokens=16):
+    prompts = [gen.apply_chat_template([{"role": "user", "content": q}]) for q in PROMPTS]
+    got = gen.generate_steps(prompts, 1, 0.0, stop, max_tokens)
+    want = hf.generate_steps(prompts, 1, 0.0, stop, max_tokens)
+    assert [(r[0].text, r[0].finish_reason) for r in got] == \
+        [(r[0].text, r[0].finish_reason) for r in want]
+    assert [r[0].num_tokens for r in got] == [r[0].num_tokens for r in want]
+    return got
+
+
+def test_llama_cpp_shape_logprobs_and_eos(hf, model_dir, tmp_path):
+    """llama-server's answer: logprobs.content[j].logprob with token ids, no stop_reason."""
+    with FakeOpenAIServer(hf, flavor="llama.cpp") as server:
+        gen = client(server.base_url, model_dir, tmp_path)
+        greedy = _same_as_hf(gen, hf, ["\n\n"])
+        stopped = _same_as_hf(gen, hf, [" "], max_tokens=8)
+        rows = gen.generate_steps([PROMPTS[0]], 2, 0.8, ["\n\n"], 8, seed=5)
+    assert gen.server_kind == "llama.cpp"
+    assert greedy[1][0].finish_reason == "eos"  # told apart by the EOS token id, not guessed
+    assert stopped[0][0].finish_reason == "stop"
+    assert len(rows[0]) == 2 and all(s.num_tokens == len(s.token_logprobs) for s in rows[0])
+    sent = server.requests[-1]
+    assert sent["cache_prompt"] is True and sent["min_p"] == 0.0 and sent["top_k"] == 0
+    assert sent["n"] == 2 and sent["logprobs"] == 1 and not gen.fan_out
+
+
+@pytest.mark.parametrize("knobs", [{"ignore_n": True}, {"max_n": 1}], ids=["ignores-n", "refuses-n"])
+def test_server_without_n_fans_out(hf, model_dir, tmp_path, knobs):
+    with FakeOpenAIServer(hf, **knobs) as server:
+        gen = client(server.base_url, model_dir, tmp_path)
+        first = gen.generate_steps(["Hello", "Hi"], 3, 0.8, None, 4, seed=100)
+        asked = len(server.requests)
+        second = gen.generate_steps(["Hello"], 2, 0.8, None, 4, seed=7)
+    assert [len(r) for r in first] == [3, 3] and len(second[0]) == 2 and gen.fan_out
+    later = server.requests[asked:]
+    assert [r["n"] for r in later] == [1, 1] and sorted(r["seed"] for r in later) == [7, 8]
+    ok = [r for r in server.requests[:asked] if r["n"] == 1]
+    assert sorted(r["seed"] for r in ok) == ([101, 102, 104, 105] if knobs.get("ignore_n")
+                                             else [100, 101, 102, 103, 104, 105])
+
+
+def test_server_without_logprobs_fails_naming_it(hf, model_dir, tmp_path):
+    with FakeOpenAIServer(hf, flavor="plain") as server:
+        gen = client(server.base_url, model_dir, tmp_path)
+        with pytest.raises(GenerationError, match="no per-token log-probs") as err:
+            gen.generate_steps(["Hello"], 2, 0.8, None, 3)
+    assert server.base_url + "/completions" in str(err.value)
+    assert "\n" not in str(err.value)
