@@ -365,13 +365,14 @@ def _sigterm_raises() -> Iterator[None]:
             os._exit(EXIT_TERMINATED)
         _watchdog_reported.clear()
         _arm_watchdog(term_grace_s())
-        _interrupts().request_stop(signum)  # loops in worker threads stop too
+        _stopping(signum)
         raise Terminated(signum)
 
     def on_sigint(signum: int, frame: Any) -> None:
-        _interrupts().request_stop(signum)
+        _stopping(signum)
         raise KeyboardInterrupt
 
+    raise_exceptions = logging.raiseExceptions
     previous = signal.signal(signal.SIGTERM, handler)
     # also when started as a script's background job, which would otherwise ignore SIGINT
     previous_int = signal.signal(signal.SIGINT, on_sigint)
@@ -380,6 +381,15 @@ def _sigterm_raises() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
+        if not _interrupts().stop_requested():  # after a stop, log workers still flush at exit
+            logging.raiseExceptions = raise_exceptions
+
+
+def _stopping(signum: int) -> None:
+    """A stop signal arrived: loops in worker threads stop too, and log handlers whose server is
+    gone (Prefect's API logger, when the ephemeral server got the signal as well) stay quiet."""
+    _interrupts().request_stop(signum)
+    logging.raiseExceptions = False
 
 
 def _arm_watchdog(grace_s: float) -> None:
