@@ -176,6 +176,48 @@ def _answer_steps(tree, rows) -> dict:
     return out
 
 
+def judge_probe(n: int, home: Path) -> dict:
+    """The judge on hand-made answer steps for tuning questions ``tune[100:100+n]``.
+
+    Per question, the answer step "Final Answer: The final answer is $x$." with x the gold
+    answer (right) or gold + 7 (wrong), with or without the format's closing "I hope it is
+    correct.", after the gold derivation (one step; GSM8K's ``<<...>>`` calculator notes
+    removed) or alone. The judge is called through ``judge_messages`` without its own
+    sign-off removal (``judge_step`` is bypassed), to measure the sentence's effect.
+    Returns the mean P(Yes)-share per condition and per-question scores.
+    """
+    import re
+    from unittest import mock
+
+    from sphere_core.backends import prm_judge
+    from sphere_core.backends.cache import get_prm
+    from sphere_core.config import resolve_config
+    from sphere_core.data.ingest import resolve_data_path
+
+    prm = get_prm(resolve_config(preset="demo"), home)
+    lines = resolve_data_path("builtin:gsm8k_tune").read_text().splitlines()[100:100 + n]
+    qs, steps, keys = [], [], []
+    for row in map(json.loads, lines):
+        derivation = " ".join(re.sub(r"<<[^>]*>>", "", s).strip()
+                              for s in row["solution"].split("\n") if s.strip())
+        gold = int(float(row["answer"]))
+        for right, answer in (("right", gold), ("wrong", gold + 7)):
+            for suffix in ("", " I hope it is correct."):
+                last = f"Final Answer: The final answer is ${answer}$.{suffix}"
+                for shown, chain in (("with_derivation", [derivation, last]),
+                                     ("answer_only", [last])):
+                    qs.append(row["problem"])
+                    steps.append(chain)
+                    keys.append(f"{right}|sign_off={bool(suffix)}|{shown}")
+    with mock.patch.object(prm_judge, "judge_step", lambda text: text.strip()):
+        scores = prm.score_last(qs, steps)
+    out: dict[str, list[float]] = {}
+    for k, v in zip(keys, scores):
+        out.setdefault(k, []).append(round(v, 4))
+    return {"questions": n, "mean": {k: round(sum(v) / len(v), 4) for k, v in out.items()},
+            "scores": out}
+
+
 def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -195,12 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk", type=int, default=8, help="questions per lock-step batch")
     ap.add_argument("--home", default=None, help="SPHERE_HOME (models are cached there)")
     ap.add_argument("--out", default=None, help="where trees and routing are written")
+    ap.add_argument("--judge-probe", type=int, default=0, metavar="N",
+                    help="only probe the judge on hand-made answer steps of N tuning questions")
     args = ap.parse_args(argv)
     if args.quick:
         args.questions, args.variants = 2, "judge:eq3,outcome:prm"
     from sphere_core.paths import sphere_home
 
     home = Path(args.home) if args.home else sphere_home()
+    if args.judge_probe:
+        print(json.dumps({"bench": "prm_calibration.judge_probe", "commit": _commit(),
+                          "date": time.strftime("%Y-%m-%d"), **judge_probe(args.judge_probe, home)}))
+        return 0
     out = Path(args.out) if args.out else home / "bench" / "prm_calibration"
     out.mkdir(parents=True, exist_ok=True)
     results = []

@@ -1,7 +1,8 @@
 """``judge`` PRM: a local chat model asked whether the last step of a partial solution is correct.
 
 The prompt shows the problem and the solution so far ("Step 1: ...", ..., "Step k: ...") and
-asks "Is Step k correct? Answer Yes or No."; the reward is
+asks "Is Step k correct? Answer Yes or No." (each step without the answer format's closing
+"I hope it is correct.", see ``judge_step``); the reward is
 
     P(Yes) / (P(Yes) + P(No))
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,11 +68,26 @@ JUDGE_SYSTEM = (
 OMITTED = "(earlier steps omitted)"
 
 
+SIGN_OFF = re.compile(r"\s*I hope it is correct\.?", re.IGNORECASE)
+"""The paper format's closing words, dropped from the steps the judge is shown."""
+
+
+def judge_step(text: str) -> str:
+    """A step as the judge sees it: stripped, without the format's "I hope it is correct."
+
+    The solve prompt asks for "Final Answer: The final answer is $x$. I hope it is correct."
+    The sentence says nothing about the step, yet it moves the 0.5B judge's P(Yes) up by about
+    0.1 whether the answer is right or wrong (docs/performance.md, PRM calibration), so an
+    answer step written in full format out-scored the same answer without it.
+    """
+    return SIGN_OFF.sub("", text).strip()
+
+
 def judge_messages(
     question: str, steps: Sequence[str], first_step: int = 1, omitted: bool = False
 ) -> list[dict[str, str]]:
     """Chat turns asking whether the last of ``steps`` is correct (steps numbered from ``first_step``)."""
-    lines = [f"Step {first_step + i}: {s.strip()}" for i, s in enumerate(steps)]
+    lines = [f"Step {first_step + i}: {judge_step(s)}" for i, s in enumerate(steps)]
     if omitted:
         lines.insert(0, OMITTED)
     last = first_step + len(steps) - 1

@@ -288,3 +288,14 @@ def test_score_last_dedupes_and_memoises_candidates():
     assert prm.score_last(["q"] * 4, cands) == [0.25] * 4
     assert prm.seen == [["a"], ["b", "c"], ["d"]]  # duplicates scored once, larger than the memo
     assert prm.score_last(["q"], [["d"]]) == [0.25] and len(prm.seen) == 3  # memoised
+
+
+def test_judge_is_not_shown_the_answer_formats_sign_off():
+    from sphere_core.backends.prm_judge import judge_messages, judge_step
+
+    assert judge_step(" Final Answer: The final answer is $5$. I hope it is correct. ") == (
+        "Final Answer: The final answer is $5$.")
+    assert judge_step("3 + 2 = 5.") == "3 + 2 = 5."
+    user = judge_messages(Q, ["Tom has 3 apples.", RIGHT])[1]["content"]
+    assert "I hope it is correct" not in user
+    assert "Step 2: So he has 5 apples.\n\nFinal Answer: The final answer is $5$.\n\nIs Step 2" in user
