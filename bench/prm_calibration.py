@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else home / "bench" / "prm_calibration"
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    load = os.getloadavg()[0]
+    load, commit = os.getloadavg()[0], _commit()  # the code measured is the code at the start
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     partial = out / f"partial-{variants[0].replace(':', '-')}.json"  # one file per invocation
     for variant in variants:
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(run_variant(variant, args, home, out))
         partial.write_text(json.dumps(results, indent=1))
     print(json.dumps({
-        "bench": "prm_calibration", "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
+        "bench": "prm_calibration", "commit": commit, "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "data": "builtin:gsm8k_tune",
         "load_avg_start": round(load, 2), "load_avg_end": round(os.getloadavg()[0], 2),
         "variants": results,
