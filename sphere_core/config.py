@@ -238,7 +238,7 @@ class OrchestrationConfig(Section):
     ray_address: str | None = None
     max_workers: int = Field(1, ge=1, description="Concurrent shard tasks (thread runner).")
     max_error_fraction: float = Field(
-        0.1, ge=0, le=1,
+        0.25, ge=0, le=1,
         description="A stage whose share of questions ending in error exceeds this fails the run "
                     "(1 = never); below it the errors are counted and `sphere resume` retries them.")
 
