@@ -218,6 +218,22 @@ def judge_probe(n: int, home: Path) -> dict:
             "scores": out}
 
 
+def markdown_table(results: list[dict]) -> str:
+    """The docs table of a finished run: one row per variant."""
+    f = (lambda v: "–" if v is None else f"{v:.3f}")
+    lines = [("| variant | n | Sol_max right | AUROC (steered) | AUROC re-scored prm / adv / eq3 "
+              "| mean reward right / wrong | s/question |"), "|---|---|---|---|---|---|---|"]
+    for r in results:
+        share = (f"{r['pairs']}/{r['pairs'] + r['pairs_inverted']}"
+                 + (f" ({100 * r['sol_max_right_share']:.0f} %)" if r["sol_max_right_share"]
+                    is not None else ""))
+        re_ = " / ".join(f(r["rescored_auroc"][t]) for t in ("prm", "adv", "eq3"))
+        lines.append(f"| `{r['variant']}` | {r['questions']} | {share} | {f(r['auroc'])} | {re_} "
+                     f"| {f(r['mean_reward_right'])} / {f(r['mean_reward_wrong'])} "
+                     f"| {r['s_per_question']} |")
+    return "\n".join(lines) + "\n"
+
+
 def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -259,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"variant {variant}")
         results.append(run_variant(variant, args, home, out))
         partial.write_text(json.dumps(results, indent=1))
+        partial.with_suffix(".md").write_text(markdown_table(results))
     print(json.dumps({
         "bench": "prm_calibration", "commit": commit, "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "data": "builtin:gsm8k_tune",
