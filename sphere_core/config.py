@@ -129,7 +129,6 @@ class SearchConfig(Section):
     )
 
 
-
 class RewardConfig(Section):
     use_prm: bool = Field(True, description="Include the PRM term of Eq.3.")
     use_advantage: bool = Field(True, description="Include (pi(s_t)-pi(s_t-1))/max(prm(s_t-1), eps).")
@@ -186,6 +185,11 @@ class TrainingConfig(Section):
     save_merged: bool = False
     logging_steps: int = Field(1, ge=1)
     seed: int = 0
+    save_steps: int | None = Field(None, ge=0, description="Write a resumable checkpoint every N "
+                                   "optimizer steps; None: after the first step that ends a minute "
+                                   "or more after the last checkpoint; 0: only at evaluations and "
+                                   "on a stop.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept (the best one besides).")
 
 
 class EvaluationConfig(Section):
@@ -199,6 +203,9 @@ class EvaluationConfig(Section):
     self_correction: bool = True
     compare_base: bool = True
     seed: int = 0
+    bootstrap_samples: int = Field(10000, ge=100, description="Paired-bootstrap resamples of the "
+                                   "Pass@1 difference's 95% CI (base vs trained, `sphere compare`).")
+    bootstrap_seed: int = Field(0, description="Seed of the paired bootstrap.")
 
 
 class GradingConfig(Section):
@@ -219,9 +226,6 @@ class EvolutionConfig(Section):
     )
     evolve_small: bool = Field(
         False, description="Later rounds also use the trained policy as pi_small (default: unchanged)."
-    bootstrap_samples: int = Field(10000, ge=100, description="Paired-bootstrap resamples of the "
-                                   "Pass@1 difference's 95% CI (base vs trained, `sphere compare`).")
-    bootstrap_seed: int = Field(0, description="Seed of the paired bootstrap.")
     )
 
 
