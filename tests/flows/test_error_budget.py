@@ -7,6 +7,8 @@ under the budget the errors are counted on a completed run.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from prefect.client.orchestration import get_client
 
@@ -20,6 +22,7 @@ from sphere_core.storage.repo import open_repository
 from tests.fakes import EXPECTED, FakeGenerator, fake_question
 from tests.flows.orch_fakes import SCENARIO_MIX, fake_overrides
 
+TAG = re.compile(r"\[fake:(\w+):")
 DOWN: set[str] = set()  # scenarios whose prompts the "fake-down" server fails
 
 
@@ -55,13 +58,15 @@ def _record(home, run_id):
 
 
 def _forget_calls() -> None:
-    """Drop the cached generators, so the next run's calls are all that ``_prompts`` sees."""
+    """Drop the cached generators, so the next run's calls are all that ``_searched`` sees."""
     clear_caches()
     FakeGenerator.instances.clear()
 
 
-def _prompts() -> list[str]:
-    return [p for g in FakeGenerator.instances for c in g.calls for p in c["prompts"]]
+def _searched() -> set[str]:
+    """Scenarios of the questions the generators were asked about since ``_forget_calls``."""
+    prompts = [p for g in FakeGenerator.instances for c in g.calls for p in c["prompts"]]
+    return {m.group(1) for p in prompts for m in [TAG.search(p)] if m}
 
 
 def _expected() -> dict:
@@ -96,8 +101,7 @@ def test_dead_server_fails_the_run_and_resume_retries_only_errored(prefect_api, 
     assert run["status"] == "completed" and run["error"] is None and result.error_note is None
     assert {(e["question_id"], e["stage"]): e["decision"] for e in events} == _expected()
     assert result.pairs_train + result.pairs_eval > 0
-    searched = {p.split("]")[0].split(":")[1] for p in _prompts()}
-    assert searched == {"contrastive", "diverse"}  # only the errored questions (and stage 3's)
+    assert _searched() == {"contrastive", "diverse"}  # only the errored questions (and stage 3's)
 
 
 def test_errors_under_the_budget_are_counted(prefect_api, sphere_home, tmp_path):
@@ -114,7 +118,7 @@ def test_errors_under_the_budget_are_counted(prefect_api, sphere_home, tmp_path)
 
     _forget_calls()
     again = generate_flow(run_id="some", overrides=fake_overrides(path))
-    assert {p.split("]")[0].split(":")[1] for p in _prompts()} == {"error"}  # only it, again
+    assert _searched() == {"error"}  # only it, again
     assert again.pairs_train == result.pairs_train
 
     _forget_calls()
