@@ -92,7 +92,9 @@ def test_a_killed_training_resumes_at_the_next_step_with_the_same_result(tmp_pat
         resumed = train_dpo(_cfg(), train, None, out, sphere_home, key="k1")
     events = [r.getMessage() for r in caplog.records if r.name == "sphere.progress"]
     assert any(f"resuming from step {kill_after}" in e for e in events), events
-    assert not torn.exists()  # the torn checkpoint was removed, never taken
+    removed = [r.getMessage() for r in caplog.records if "is not resumed" in r.getMessage()]
+    assert removed and str(torn) in removed[0]  # the torn checkpoint was removed, never taken
+    assert checkpoints.problem(torn, "k1") is None  # step k+1 was trained again and saved whole
     first_new = next(e for e in events if e.startswith("dpo step"))
     assert first_new.startswith(f"dpo step {kill_after + 1}/{STEPS}")
     assert resumed.metrics["global_step"] == STEPS
