@@ -325,3 +325,4 @@ class HFGenerator(GeneratorBase):
 @register_generator("hf")
 def _factory(spec: ModelSpec, home: Path) -> HFGenerator:
     return HFGenerator.from_spec(spec, home)
+
