@@ -47,12 +47,16 @@ def native_bf16_cpu() -> bool:
     import torch
 
     cpu = torch.cpu
-    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+    return bool(
+        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+    )
 
 
 def n_tokens(tokenizer, messages, add_generation_prompt: bool = False) -> int:
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+    text = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=add_generation_prompt, tokenize=False
+    )
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -63,7 +67,9 @@ def make_pairs(tokenizer, n: int, seed: int, lo: int = 150, hi: int = 400):
     from sphere_core.prompts import solve_messages
 
     rng = random.Random(seed)
-    rows = [json.loads(line) for line in (ROOT / "sphere_core/data/builtin/gsm8k_train.jsonl").open()][:400]
+    rows = [
+        json.loads(line) for line in (ROOT / "sphere_core/data/builtin/gsm8k_train.jsonl").open()
+    ][:400]
     lines = [s for r in rows for s in r["solution"].split("\n") if s.strip()]
 
     def completion(n_tokens: int) -> str:
@@ -77,22 +83,38 @@ def make_pairs(tokenizer, n: int, seed: int, lo: int = 150, hi: int = 400):
         prompt = solve_messages(rows[i]["problem"])
         p_len = n_tokens(tokenizer, prompt, add_generation_prompt=True)
         side = {k: completion(max(8, rng.randint(lo, hi) - p_len)) for k in ("chosen", "rejected")}
-        pairs.append({"prompt": prompt,
-                      "chosen": [{"role": "assistant", "content": side["chosen"]}],
-                      "rejected": [{"role": "assistant", "content": side["rejected"] + "\nThe answer is 7."}]})
+        pairs.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": side["chosen"]}],
+                "rejected": [
+                    {"role": "assistant", "content": side["rejected"] + "\nThe answer is 7."}
+                ],
+            }
+        )
     return pd.DataFrame(pairs)
 
 
 def bench_cfg(model: str, batch: int, steps: int, bf16: str):
     from sphere_core.config import resolve_config
 
-    return resolve_config(overrides=[
-        f"models.policy.path={model}", "models.policy.device=cpu", f"training.max_steps={steps}",
-        f"training.per_device_batch_size={batch}", "training.max_length=512", "training.lora_r=8",
-        "training.lora_alpha=16", "training.lora_dropout=0.0", "training.learning_rate=5e-5",
-        "training.warmup_ratio=0.0", "training.beta=0.1", "training.logging_steps=1",
-        f"training.bf16='{bf16}'",
-    ])
+    return resolve_config(
+        overrides=[
+            f"models.policy.path={model}",
+            "models.policy.device=cpu",
+            f"training.max_steps={steps}",
+            f"training.per_device_batch_size={batch}",
+            "training.max_length=512",
+            "training.lora_r=8",
+            "training.lora_alpha=16",
+            "training.lora_dropout=0.0",
+            "training.learning_rate=5e-5",
+            "training.warmup_ratio=0.0",
+            "training.beta=0.1",
+            "training.logging_steps=1",
+            f"training.bf16='{bf16}'",
+        ]
+    )
 
 
 class StepTimer:
@@ -134,15 +156,34 @@ def run_before(cfg, home: Path, train: Path, out: Path) -> dict:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     args = DPOConfig(
-        output_dir=str(out / "checkpoints"), beta=t.beta, learning_rate=t.learning_rate, warmup_steps=0.0,
-        max_steps=t.max_steps, per_device_train_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=1, max_length=t.max_length, logging_steps=1, seed=t.seed, bf16=False,
-        fp16=False, use_cpu=True, activation_checkpointing=False, report_to="none", save_strategy="no",
-        eval_strategy="no", disable_tqdm=True,
+        output_dir=str(out / "checkpoints"),
+        beta=t.beta,
+        learning_rate=t.learning_rate,
+        warmup_steps=0.0,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=1,
+        max_length=t.max_length,
+        logging_steps=1,
+        seed=t.seed,
+        bf16=False,
+        fp16=False,
+        use_cpu=True,
+        activation_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        disable_tqdm=True,
     )
     timer = StepTimer()
-    trainer = DPOTrainer(model=model, args=args, train_dataset=load_pairs(train), processing_class=tokenizer,
-                         peft_config=_lora_config(cfg), callbacks=[timer.callback])
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=load_pairs(train),
+        processing_class=tokenizer,
+        peft_config=_lora_config(cfg),
+        callbacks=[timer.callback],
+    )
     trainer.train()
     wall, cpu = timer.durations()
     return {"wall": wall, "cpu": cpu, "history": trainer.state.log_history, "precompute_s": 0.0}
@@ -169,10 +210,14 @@ def run_after(cfg, home: Path, train: Path, out: Path) -> dict:
     logger.setLevel(logging.INFO)
     result = train_dpo(cfg, train, None, out, home)
     pairs = list(itertools.pairwise(stamps))
-    return {"wall": [b[0] - a[0] for a, b in pairs], "cpu": [b[1] - a[1] for a, b in pairs],
-            "history": result.log_history,
-            "precompute_s": result.metrics["ref_precompute_s"], "bf16": result.metrics["bf16"],
-            "threads": result.metrics["threads"]}
+    return {
+        "wall": [b[0] - a[0] for a, b in pairs],
+        "cpu": [b[1] - a[1] for a, b in pairs],
+        "history": result.log_history,
+        "precompute_s": result.metrics["ref_precompute_s"],
+        "bf16": result.metrics["bf16"],
+        "threads": result.metrics["threads"],
+    }
 
 
 def child(ns) -> None:
@@ -195,12 +240,16 @@ def _mean(xs):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 2], help="pairs per optimizer step")
-    ap.add_argument("--steps", type=int, default=4, help="optimizer steps per run (the first is not timed)")
+    ap.add_argument(
+        "--steps", type=int, default=4, help="optimizer steps per run (the first is not timed)"
+    )
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--bf16", choices=["auto", "true", "false"], default=None)
     ap.add_argument("--home", default=None, help="SPHERE_HOME (models are converted once under it)")
-    ap.add_argument("--variants", nargs="+", default=["before", "after"], choices=["before", "after"])
+    ap.add_argument(
+        "--variants", nargs="+", default=["before", "after"], choices=["before", "after"]
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     ap.add_argument("--one-batch", type=int, help=argparse.SUPPRESS)
@@ -223,34 +272,64 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dpo_step_"))
     pairs = make_pairs(tokenizer, ns.pairs, seed=0)
     pairs.to_parquet(work / "train.parquet")
-    lens = [n_tokens(tokenizer, list(r["prompt"]) + list(r[k]))
-            for r in pairs.to_dict("records") for k in ("chosen", "rejected")]
-    print(f"{ns.pairs} pairs, prompt+completion {min(lens)}-{max(lens)} tokens (mean {_mean(lens):.0f}); "
-          f"model {ns.model}; after: training.bf16={ns.bf16}", flush=True)
+    lens = [
+        n_tokens(tokenizer, list(r["prompt"]) + list(r[k]))
+        for r in pairs.to_dict("records")
+        for k in ("chosen", "rejected")
+    ]
+    print(
+        f"{ns.pairs} pairs, prompt+completion {min(lens)}-{max(lens)} tokens (mean {_mean(lens):.0f}); "
+        f"model {ns.model}; after: training.bf16={ns.bf16}",
+        flush=True,
+    )
     load0 = os.getloadavg()
     results: dict[tuple[str, int], dict] = {}
     for batch in ns.batch:
         for variant in ns.variants:  # interleaved, so both see the same machine load
-            cmd = [sys.executable, __file__, "--child", "--variant", variant, "--one-batch", str(batch),
-                   "--steps", str(ns.steps), "--model", ns.model, "--bf16", ns.bf16, "--home", ns.home,
-                   "--work", str(work)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                "--variant",
+                variant,
+                "--one-batch",
+                str(batch),
+                "--steps",
+                str(ns.steps),
+                "--model",
+                ns.model,
+                "--bf16",
+                ns.bf16,
+                "--home",
+                ns.home,
+                "--work",
+                str(work),
+            ]
             t0 = time.perf_counter()
-            proc = subprocess.run(cmd, check=False, capture_output=True, text=True,
-                                  env={**os.environ, "TQDM_DISABLE": "1"})
+            proc = subprocess.run(
+                cmd,
+                check=False,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "TQDM_DISABLE": "1"},
+            )
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if proc.returncode or line is None:
                 sys.stderr.write(proc.stderr[-4000:])
                 raise SystemExit(f"{variant} batch {batch} failed (exit {proc.returncode})")
-            res = json.loads(line[len("RESULT "):])
+            res = json.loads(line[len("RESULT ") :])
             res["s_per_step"] = _mean(res["wall"][1:])
             res["cpu_s_per_step"] = _mean(res["cpu"][1:])
             res["run_s"] = time.perf_counter() - t0
             results[(variant, batch)] = res
             losses = ", ".join(f"{h['loss']:.4f}" for h in res["history"])
-            print(f"batch {batch} {variant:6s}: {res['s_per_step']:.1f} s/step, {res['cpu_s_per_step']:.1f} CPU-s/step "
-                  f"(steps {', '.join(f'{w:.1f}' for w in res['wall'])}), "
-                  f"precompute {res['precompute_s']:.1f}s, peak RSS {res['maxrss_gb']:.2f} GiB, "
-                  f"losses [{losses}]", flush=True)
+            print(
+                f"batch {batch} {variant:6s}: {res['s_per_step']:.1f} s/step, {res['cpu_s_per_step']:.1f} CPU-s/step "
+                f"(steps {', '.join(f'{w:.1f}' for w in res['wall'])}), "
+                f"precompute {res['precompute_s']:.1f}s, peak RSS {res['maxrss_gb']:.2f} GiB, "
+                f"losses [{losses}]",
+                flush=True,
+            )
     load1 = os.getloadavg()
 
     per_batch = {}
@@ -267,34 +346,41 @@ def main() -> None:
             row["cpu_speedup"] = round(before["cpu_s_per_step"] / after["cpu_s_per_step"], 2)
             row["precompute_s"] = after["precompute_s"]
             hb, ha = before["history"], after["history"]
-            row["max_abs_loss_diff"] = round(max(abs(a["loss"] - b["loss"]) for a, b in zip(hb, ha)), 4)
-            row["max_abs_margin_diff"] = round(max(abs(a["rewards/margins"] - b["rewards/margins"])
-                                                   for a, b in zip(hb, ha)), 4)
+            row["max_abs_loss_diff"] = round(
+                max(abs(a["loss"] - b["loss"]) for a, b in zip(hb, ha)), 4
+            )
+            row["max_abs_margin_diff"] = round(
+                max(abs(a["rewards/margins"] - b["rewards/margins"]) for a, b in zip(hb, ha)), 4
+            )
             row["losses_before"] = [round(h["loss"], 4) for h in hb]
             row["losses_after"] = [round(h["loss"], 4) for h in ha]
         per_batch[str(batch)] = row
     first = per_batch[str(ns.batch[0])]
     after_any = next((r for (v, _), r in results.items() if v == "after"), {})
-    print(json.dumps({
-        "s_per_step_before": first.get("s_per_step_before"),
-        "s_per_step_after": first.get("s_per_step_after"),
-        "speedup": first.get("speedup"),
-        "cpu_s_per_step_before": first.get("cpu_s_per_step_before"),
-        "cpu_s_per_step_after": first.get("cpu_s_per_step_after"),
-        "cpu_speedup": first.get("cpu_speedup"),
-        "batch": ns.batch[0],
-        "per_batch": per_batch,
-        "dtype": "bf16-autocast" if after_any.get("bf16") else "float32",
-        "device": "cpu",
-        "threads": after_any.get("threads"),
-        "cpu": platform.processor() or platform.machine(),
-        "native_bf16": native_bf16_cpu(),
-        "model": ns.model,
-        "steps_timed": ns.steps - 1,
-        "pairs": ns.pairs,
-        "loadavg_start": [round(x, 2) for x in load0],
-        "loadavg_end": [round(x, 2) for x in load1],
-    }))
+    print(
+        json.dumps(
+            {
+                "s_per_step_before": first.get("s_per_step_before"),
+                "s_per_step_after": first.get("s_per_step_after"),
+                "speedup": first.get("speedup"),
+                "cpu_s_per_step_before": first.get("cpu_s_per_step_before"),
+                "cpu_s_per_step_after": first.get("cpu_s_per_step_after"),
+                "cpu_speedup": first.get("cpu_speedup"),
+                "batch": ns.batch[0],
+                "per_batch": per_batch,
+                "dtype": "bf16-autocast" if after_any.get("bf16") else "float32",
+                "device": "cpu",
+                "threads": after_any.get("threads"),
+                "cpu": platform.processor() or platform.machine(),
+                "native_bf16": native_bf16_cpu(),
+                "model": ns.model,
+                "steps_timed": ns.steps - 1,
+                "pairs": ns.pairs,
+                "loadavg_start": [round(x, 2) for x in load0],
+                "loadavg_end": [round(x, 2) for x in load1],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -82,15 +82,23 @@ def _ours(gen, prompts, n, tokens, temperature, seed) -> tuple[int, float, float
     _clear(gen)
     t0, c0 = time.perf_counter(), time.process_time()
     outs = gen.generate_steps(prompts, n, temperature, None, tokens, seed=seed)
-    return (sum(s.num_tokens for o in outs for s in o), time.perf_counter() - t0,
-            time.process_time() - c0)
+    return (
+        sum(s.num_tokens for o in outs for s in o),
+        time.perf_counter() - t0,
+        time.process_time() - c0,
+    )
 
 
 def _hf(gen, enc, n, tokens, temperature, seed) -> tuple[int, float, float]:
     import torch
 
-    kwargs = {"do_sample": temperature > 0, "max_new_tokens": tokens, "num_return_sequences": n,
-              "pad_token_id": gen.pad_id, "eos_token_id": sorted(gen.eos_ids)}
+    kwargs = {
+        "do_sample": temperature > 0,
+        "max_new_tokens": tokens,
+        "num_return_sequences": n,
+        "pad_token_id": gen.pad_id,
+        "eos_token_id": sorted(gen.eos_ids),
+    }
     if temperature > 0:
         kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
     torch.manual_seed(seed)
@@ -98,11 +106,12 @@ def _hf(gen, enc, n, tokens, temperature, seed) -> tuple[int, float, float]:
         t0, c0 = time.perf_counter(), time.process_time()
         out = gen.model.generate(**enc, **kwargs)
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return _count_hf_tokens(out[:, enc["input_ids"].shape[1]:], set(gen.eos_ids)), dt, cpu
+    return _count_hf_tokens(out[:, enc["input_ids"].shape[1] :], set(gen.eos_ids)), dt, cpu
 
 
-def anchor(gen, prompts: list[str], n: int, tokens: int, repeats: int, temperature: float,
-           label: str = "") -> dict:
+def anchor(
+    gen, prompts: list[str], n: int, tokens: int, repeats: int, temperature: float, label: str = ""
+) -> dict:
     """Our generate_steps vs transformers generate on the same work; best tokens/s of each side.
 
     The two sides alternate run by run, so a change of machine load hits both alike.
@@ -111,7 +120,9 @@ def anchor(gen, prompts: list[str], n: int, tokens: int, repeats: int, temperatu
     saved_side = tok.padding_side
     tok.padding_side = "left"
     try:
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(gen.device)
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+            gen.device
+        )
     finally:
         tok.padding_side = saved_side
     _ours(gen, prompts[:1], 1, 4, temperature, 0)  # warm-up both
@@ -120,16 +131,24 @@ def anchor(gen, prompts: list[str], n: int, tokens: int, repeats: int, temperatu
     for r in range(repeats):
         ours.append(_ours(gen, prompts, n, tokens, temperature, r))
         hf.append(_hf(gen, enc, n, tokens, temperature, r))
-    (o_tok, o_s, o_cpu), (h_tok, h_s, h_cpu) = (max(runs, key=lambda x: x[0] / x[1]) for runs in (ours, hf))
+    (o_tok, o_s, o_cpu), (h_tok, h_s, h_cpu) = (
+        max(runs, key=lambda x: x[0] / x[1]) for runs in (ours, hf)
+    )
     o_tps, h_tps = o_tok / o_s, h_tok / h_s
-    print(f"anchor{label} ({len(prompts)} prompts x n={n}, {tokens} tokens): ours {o_tok} tokens in "
-          f"{o_s:.2f}s ({o_tps:.2f} tok/s, {o_cpu:.1f} cpu-s), transformers generate {h_tok} tokens "
-          f"in {h_s:.2f}s ({h_tps:.2f} tok/s, {h_cpu:.1f} cpu-s)", flush=True)
-    return {f"ours_tokens_per_s{label}": round(o_tps, 2), f"hf_generate_tokens_per_s{label}": round(h_tps, 2),
-            f"ours_vs_hf_generate{label}": round(o_tps / h_tps, 3),
-            # per CPU-second of this process: barely moved by other processes' load
-            f"ours_vs_hf_generate_cpu{label}": round((o_tok / o_cpu) / (h_tok / h_cpu), 3),
-            f"anchor_rows{label}": len(prompts) * n}
+    print(
+        f"anchor{label} ({len(prompts)} prompts x n={n}, {tokens} tokens): ours {o_tok} tokens in "
+        f"{o_s:.2f}s ({o_tps:.2f} tok/s, {o_cpu:.1f} cpu-s), transformers generate {h_tok} tokens "
+        f"in {h_s:.2f}s ({h_tps:.2f} tok/s, {h_cpu:.1f} cpu-s)",
+        flush=True,
+    )
+    return {
+        f"ours_tokens_per_s{label}": round(o_tps, 2),
+        f"hf_generate_tokens_per_s{label}": round(h_tps, 2),
+        f"ours_vs_hf_generate{label}": round(o_tps / h_tps, 3),
+        # per CPU-second of this process: barely moved by other processes' load
+        f"ours_vs_hf_generate_cpu{label}": round((o_tok / o_cpu) / (h_tok / h_cpu), 3),
+        f"anchor_rows{label}": len(prompts) * n,
+    }
 
 
 def search(gen, prm, cfg, tasks: list[SearchTask]) -> dict:
@@ -148,29 +167,41 @@ def search(gen, prm, cfg, tasks: list[SearchTask]) -> dict:
             prefill[f"{name}_prefill_fed_tokens"] = fed
             prefill[f"{name}_prefill_reused_tokens"] = reused
             prefill[f"{name}_prefill_padded_tokens"] = padded
-    print(f"lock-step: {len(tasks)} questions, {lock.generated_tokens} tokens, {lock_s:.1f}s wall "
-          f"(generate {lock.generate_s:.1f}s, PRM {lock.prm_s:.1f}s)", flush=True)
+    print(
+        f"lock-step: {len(tasks)} questions, {lock.generated_tokens} tokens, {lock_s:.1f}s wall "
+        f"(generate {lock.generate_s:.1f}s, PRM {lock.prm_s:.1f}s)",
+        flush=True,
+    )
     _clear(gen, prm)
     loop = SearchStats()
     t0, c0 = time.perf_counter(), time.process_time()
     for task in tasks:
         pruned_search([task], gen, prm, params, cfg.reward, stage="stage1", stats=loop)
     loop_s, loop_cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(f"per-question loop: {loop.generated_tokens} tokens, {loop_s:.1f}s wall "
-          f"(generate {loop.generate_s:.1f}s, PRM {loop.prm_s:.1f}s)", flush=True)
+    print(
+        f"per-question loop: {loop.generated_tokens} tokens, {loop_s:.1f}s wall "
+        f"(generate {loop.generate_s:.1f}s, PRM {loop.prm_s:.1f}s)",
+        flush=True,
+    )
     return {
-        "questions": len(tasks), "E": params.num_candidates, "max_depth": params.max_depth,
+        "questions": len(tasks),
+        "E": params.num_candidates,
+        "max_depth": params.max_depth,
         "max_step_tokens": params.max_step_tokens,
         "completion_max_tokens": params.completion_max_tokens,
-        "lockstep_wall_s": round(lock_s, 2), "loop_wall_s": round(loop_s, 2),
+        "lockstep_wall_s": round(lock_s, 2),
+        "loop_wall_s": round(loop_s, 2),
         "lockstep_speedup": round(loop_s / lock_s, 3),
-        "lockstep_cpu_s": round(lock_cpu, 1), "loop_cpu_s": round(loop_cpu, 1),
+        "lockstep_cpu_s": round(lock_cpu, 1),
+        "loop_cpu_s": round(loop_cpu, 1),
         "lockstep_speedup_cpu": round(loop_cpu / lock_cpu, 3),
         "prm_time_share": round(lock.prm_s / lock_s, 3),
         "s_per_question": round(lock_s / len(tasks), 2),
         "search_generated_tokens": lock.generated_tokens,
         "search_tokens_per_s": round(lock.generated_tokens / lock_s, 2),
-        "search_generate_tokens_per_s": round(lock.generated_tokens / max(lock.generate_s, 1e-9), 2),
+        "search_generate_tokens_per_s": round(
+            lock.generated_tokens / max(lock.generate_s, 1e-9), 2
+        ),
         "loop_prm_time_share": round(loop.prm_s / loop_s, 3),
         **prefill,
     }
@@ -184,11 +215,20 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     ap.add_argument("--home", default=None, help="SPHERE_HOME (models are converted once under it)")
     ap.add_argument("--questions", type=int, default=None, help="questions in the search part")
-    ap.add_argument("--repeats", type=int, default=None, help="timed anchor runs per side (best kept)")
-    ap.add_argument("--completion-tokens", type=int, default=None,
-                    help="search.completion_max_tokens (the rollout finishing each chosen path)")
-    ap.add_argument("--omp-wait-policy", default="PASSIVE",
-                    help="OMP_WAIT_POLICY when the environment sets none (PASSIVE | ACTIVE | default)")
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="timed anchor runs per side (best kept)"
+    )
+    ap.add_argument(
+        "--completion-tokens",
+        type=int,
+        default=None,
+        help="search.completion_max_tokens (the rollout finishing each chosen path)",
+    )
+    ap.add_argument(
+        "--omp-wait-policy",
+        default="PASSIVE",
+        help="OMP_WAIT_POLICY when the environment sets none (PASSIVE | ACTIVE | default)",
+    )
     ap.add_argument("--skip-search", action="store_true", help="only the anchor part")
     ap.add_argument("--skip-anchor", action="store_true", help="only the search part")
     args = ap.parse_args()
@@ -198,18 +238,33 @@ def main() -> None:
     n_q = args.questions or n_q
     repeats = args.repeats or (1 if args.quick else 2)
     anchor_prompts, anchor_tokens = (4, 32) if args.quick else (8, 64)
-    completion = args.completion_tokens if args.completion_tokens is not None else (32 if args.quick else 96)
-    cfg = search_config(questions=max(n_q, anchor_prompts), E=E, depth=depth, step_tokens=step_tokens,
-                        completion=completion, model=args.model, device=args.device, dtype=args.dtype)
+    completion = (
+        args.completion_tokens if args.completion_tokens is not None else (32 if args.quick else 96)
+    )
+    cfg = search_config(
+        questions=max(n_q, anchor_prompts),
+        E=E,
+        depth=depth,
+        step_tokens=step_tokens,
+        completion=completion,
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+    )
     import torch
 
     gen, prm, load_s, tasks = load_setup(cfg, args.home, max(n_q, anchor_prompts))
     result = {
-        "bench": "generation_anchor", "quick": args.quick, "model": args.model,
-        "device": str(gen.device), "dtype": str(gen.dtype).replace("torch.", ""),
-        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "bench": "generation_anchor",
+        "quick": args.quick,
+        "model": args.model,
+        "device": str(gen.device),
+        "dtype": str(gen.dtype).replace("torch.", ""),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-        "machine": platform.machine(), "load_avg_1m_start": round(os.getloadavg()[0], 2),
+        "machine": platform.machine(),
+        "load_avg_1m_start": round(os.getloadavg()[0], 2),
         "model_load_s": round(load_s, 2),
     }
     if not args.skip_anchor:
@@ -217,7 +272,9 @@ def main() -> None:
         result["anchor_max_new_tokens"] = anchor_tokens
         result.update(anchor(gen, prompts, E, anchor_tokens, repeats, cfg.search.temperature))
         # one continuation per prompt: no shared prefill on our side, the decoding loop alone
-        result.update(anchor(gen, prompts, 1, anchor_tokens, repeats, cfg.search.temperature, "_n1"))
+        result.update(
+            anchor(gen, prompts, 1, anchor_tokens, repeats, cfg.search.temperature, "_n1")
+        )
     if not args.skip_search:
         result.update(search(gen, prm, cfg, tasks[:n_q]))
     result["load_avg_1m_end"] = round(os.getloadavg()[0], 2)

@@ -39,33 +39,72 @@ def run_search(cfg, home: str | None, questions: int) -> dict:
     gen, prm, _load_s, tasks = load_setup(cfg, home, questions)
     stats = SearchStats()
     t0 = time.perf_counter()
-    results = pruned_search(tasks, gen, prm, SearchParams.for_stage(cfg, "stage1"), cfg.reward,
-                            stage="stage1", stats=stats)
+    results = pruned_search(
+        tasks,
+        gen,
+        prm,
+        SearchParams.for_stage(cfg, "stage1"),
+        cfg.reward,
+        stage="stage1",
+        stats=stats,
+    )
     wall = time.perf_counter() - t0
     finished = sum(1 for r in results if r.max_path.text and r.min_path.text)
-    out = {"wall_s": round(wall, 1), "generate_s": round(stats.generate_s, 1),
-           "prm_s": round(stats.prm_s, 1), "generated_tokens": stats.generated_tokens,
-           "tok_per_s": round(stats.generated_tokens / max(stats.generate_s, 1e-9), 1),
-           "generate_calls": stats.generate_calls, "finished_questions": finished}
+    out = {
+        "wall_s": round(wall, 1),
+        "generate_s": round(stats.generate_s, 1),
+        "prm_s": round(stats.prm_s, 1),
+        "generated_tokens": stats.generated_tokens,
+        "tok_per_s": round(stats.generated_tokens / max(stats.generate_s, 1e-9), 1),
+        "generate_calls": stats.generate_calls,
+        "finished_questions": finished,
+    }
     usage = getattr(gen, "usage", None)
     if usage is not None:
-        out.update(requests=usage.requests, prompt_tokens=usage.prompt_tokens,
-                   cached_prompt_tokens=usage.cached_prompt_tokens)
+        out.update(
+            requests=usage.requests,
+            prompt_tokens=usage.prompt_tokens,
+            cached_prompt_tokens=usage.cached_prompt_tokens,
+        )
     return out
 
 
 def batched_bench(gguf: Path, threads: int, batches: str, pp: int, tg: int) -> list[dict]:
-    cmd = [str(llama_server.bin_dir() / "llama-batched-bench"), "-m", str(gguf), "-c", "16384",
-           "-b", "2048", "-ub", "512", "-npp", str(pp), "-ntg", str(tg), "-npl", batches,
-           "-t", str(threads)]
+    cmd = [
+        str(llama_server.bin_dir() / "llama-batched-bench"),
+        "-m",
+        str(gguf),
+        "-c",
+        "16384",
+        "-b",
+        "2048",
+        "-ub",
+        "512",
+        "-npp",
+        str(pp),
+        "-ntg",
+        str(tg),
+        "-npl",
+        batches,
+        "-t",
+        str(threads),
+    ]
     text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rows = []
     for line in text.splitlines():
         m = ROW.match(line.strip())
         if m:
             pp_, tg_, b, _, _, s_pp, _, s_tg, _, s = m.groups()
-            rows.append({"pp": int(pp_), "tg": int(tg_), "batch": int(b), "prefill_tok_s": float(s_pp),
-                         "decode_tok_s": float(s_tg), "total_tok_s": float(s)})
+            rows.append(
+                {
+                    "pp": int(pp_),
+                    "tg": int(tg_),
+                    "batch": int(b),
+                    "prefill_tok_s": float(s_pp),
+                    "decode_tok_s": float(s_tg),
+                    "total_tok_s": float(s),
+                }
+            )
     return rows
 
 
@@ -86,14 +125,29 @@ def main() -> None:
     llama_server.build()
     home = Path(args.home) if args.home else sphere_home()
     gguf = verified_gguf(args.model, home)
-    shape = {"questions": args.questions, "E": 3, "depth": 2, "step_tokens": 32,
-             "completion": 32, "model": args.model, "device": "cpu", "dtype": "auto"}
-    report: dict = {"model": args.model, "gguf": gguf.name, "questions": args.questions,
-                    "slots": args.slots, "threads": args.threads, "machine": platform.processor()}
+    shape = {
+        "questions": args.questions,
+        "E": 3,
+        "depth": 2,
+        "step_tokens": 32,
+        "completion": 32,
+        "model": args.model,
+        "device": "cpu",
+        "dtype": "auto",
+    }
+    report: dict = {
+        "model": args.model,
+        "gguf": gguf.name,
+        "questions": args.questions,
+        "slots": args.slots,
+        "threads": args.threads,
+        "machine": platform.processor(),
+    }
     with llama_server.LlamaServer(gguf, slots=args.slots, threads=args.threads) as server:
         cfg = search_config(**shape).model_copy(deep=True)
-        policy = cfg.models.policy.model_copy(update={"backend": "openai-compatible",
-                                                      "base_url": server.base_url})
+        policy = cfg.models.policy.model_copy(
+            update={"backend": "openai-compatible", "base_url": server.base_url}
+        )
         cfg.models.policy = policy
         report["server"] = run_search(cfg, args.home, args.questions)
         print("llama-server:", report["server"], flush=True)

@@ -52,22 +52,35 @@ def direct(cfg, home: Path) -> float:
         done: dict = {}
         for stage in stages_for(cfg.routing.stages):
             upstream = done[stage.consumes.stage].routing if stage.consumes else None
-            done[stage.name] = run_stage(stage.name, cfg, shard, upstream, run_id="direct", home=home)
+            done[stage.name] = run_stage(
+                stage.name, cfg, shard, upstream, run_id="direct", home=home
+            )
         routing += [p.routing for p in done.values()]
         trees += [p.tree for p in done.values()]
     import pandas as pd
 
-    build_pairs(cfg, questions, pd.concat(routing, ignore_index=True), pd.concat(trees, ignore_index=True),
-                run_id="direct")
+    build_pairs(
+        cfg,
+        questions,
+        pd.concat(routing, ignore_index=True),
+        pd.concat(trees, ignore_index=True),
+        run_id="direct",
+    )
     return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fake backends with a fixed per-call cost")
+    parser.add_argument(
+        "--quick", action="store_true", help="fake backends with a fixed per-call cost"
+    )
     parser.add_argument("--questions", type=int, default=32)
-    parser.add_argument("--delay", type=float, default=1.0,
-                        help="seconds per fake generate call (a batched embedded-model call costs ~1-3 s on CPU)")
+    parser.add_argument(
+        "--delay",
+        type=float,
+        default=1.0,
+        help="seconds per fake generate call (a batched embedded-model call costs ~1-3 s on CPU)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
@@ -79,11 +92,18 @@ def main() -> None:
     from sphere_core.backends.cache import clear_caches
     from sphere_core.config import resolve_config
 
-    warm = resolve_config(preset, None, overrides + [f"storage.home={tmp / 'warm'}", "data.limit=2"])
+    warm = resolve_config(
+        preset, None, overrides + [f"storage.home={tmp / 'warm'}", "data.limit=2"]
+    )
     os.environ["SPHERE_FAKE_DELAY_S"], delay = "0", os.environ.get("SPHERE_FAKE_DELAY_S", "0")
-    direct(warm, tmp / "warm")  # warm-up: model loads and the grader pool start, paid once per process
+    direct(
+        warm, tmp / "warm"
+    )  # warm-up: model loads and the grader pool start, paid once per process
     os.environ["SPHERE_FAKE_DELAY_S"] = delay
-    direct_s = direct(resolve_config(preset, None, overrides + [f"storage.home={tmp / 'direct2'}"]), tmp / "direct2")
+    direct_s = direct(
+        resolve_config(preset, None, overrides + [f"storage.home={tmp / 'direct2'}"]),
+        tmp / "direct2",
+    )
 
     from flows.prefect_env import configure_prefect_env
 

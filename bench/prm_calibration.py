@@ -37,8 +37,15 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-DEFAULT_VARIANTS = ("judge:eq3", "judge:prm", "judge:adv", "outcome:prm", "outcome:eq3",
-                    "random:prm", "mc-rollout:prm")
+DEFAULT_VARIANTS = (
+    "judge:eq3",
+    "judge:prm",
+    "judge:adv",
+    "outcome:prm",
+    "outcome:eq3",
+    "random:prm",
+    "mc-rollout:prm",
+)
 
 
 def _log(msg: str) -> None:
@@ -67,16 +74,25 @@ def run_variant(variant: str, args, home: Path, out: Path) -> dict:
     from sphere_core.search.pruned import SearchStats
     from sphere_core.stages.runner import run_stage
 
-    n = args.questions if not variant.startswith("mc-rollout") else min(args.questions,
-                                                                        args.mc_questions)
-    cfg = resolve_config(preset="demo", overrides=[
-        "data.path=builtin:gsm8k_tune", f"data.limit={n}", *variant_overrides(variant, args)])
+    n = (
+        args.questions
+        if not variant.startswith("mc-rollout")
+        else min(args.questions, args.mc_questions)
+    )
+    cfg = resolve_config(
+        preset="demo",
+        overrides=[
+            "data.path=builtin:gsm8k_tune",
+            f"data.limit={n}",
+            *variant_overrides(variant, args),
+        ],
+    )
     questions = ingest_file(cfg.data.path, cfg.data).questions.head(n)
     golds = {str(q): str(a) for q, a in zip(questions["question_id"], questions["answer"])}
     trees, routings, wall, stats = [], [], 0.0, SearchStats()
     run_id = f"calib-{variant.replace(':', '-')}"
     for start in range(0, n, args.chunk):
-        chunk = questions.iloc[start:start + args.chunk]
+        chunk = questions.iloc[start : start + args.chunk]
         t0 = time.perf_counter()
         res = run_stage("stage1", cfg, chunk, None, run_id=run_id, home=home, stats=stats)
         wall += time.perf_counter() - t0
@@ -90,9 +106,15 @@ def run_variant(variant: str, args, home: Path, out: Path) -> dict:
     tree, routing = pd.concat(trees, ignore_index=True), pd.concat(routings, ignore_index=True)
     cal = calibrate(tree, routing, golds, cfg.grading)
     rescored = {t: calibrate(tree, routing, golds, cfg.grading, terms=t).auroc for t in TERMS}
-    return {"variant": variant, "questions": n, "s_per_question": round(wall / n, 2),
-            **cal.as_dict(), "rescored_auroc": rescored,
-            "diagnosis": diagnose(tree, golds, cfg.grading), "search_stats": stats.as_dict()}
+    return {
+        "variant": variant,
+        "questions": n,
+        "s_per_question": round(wall / n, 2),
+        **cal.as_dict(),
+        "rescored_auroc": rescored,
+        "diagnosis": diagnose(tree, golds, cfg.grading),
+        "search_stats": stats.as_dict(),
+    }
 
 
 def diagnose(tree, golds, grading) -> dict:
@@ -127,19 +149,25 @@ def diagnose(tree, golds, grading) -> dict:
 
     def sub(flag: bool):
         idx = [i for i, c in enumerate(comp) if c == flag]
-        return {"paths": len(idx), "right": sum(right[i] for i in idx),
-                "tail_prm_auroc": auroc([tail_prm[i] for i in idx], [right[i] for i in idx]),
-                "mean_tail_prm": sum(tail_prm[i] for i in idx) / len(idx) if idx else None}
+        return {
+            "paths": len(idx),
+            "right": sum(right[i] for i in idx),
+            "tail_prm_auroc": auroc([tail_prm[i] for i in idx], [right[i] for i in idx]),
+            "mean_tail_prm": sum(tail_prm[i] for i in idx) / len(idx) if idx else None,
+        }
 
-    mean = (lambda xs: sum(xs) / len(xs) if xs else math.nan)
+    mean = lambda xs: sum(xs) / len(xs) if xs else math.nan
     answer_steps = _answer_steps(tree, rows)
     return {
         **answer_steps,
         "tail_prm_auroc": auroc(tail_prm, right),
-        "completion_tails": sub(True), "searched_tails": sub(False),
+        "completion_tails": sub(True),
+        "searched_tails": sub(False),
         "length_auroc": auroc([len(str(t.text)) for t in tails], right),
         "steps_auroc": auroc([int(s) for s in paths["steps"]], right),
-        "adv_dominates": round(sum(abs(a) > p for a, p in zip(adv, prm)) / len(adv), 3) if adv else None,
+        "adv_dominates": round(sum(abs(a) > p for a, p in zip(adv, prm)) / len(adv), 3)
+        if adv
+        else None,
         "mean_abs_adv": round(mean([abs(a) for a in adv]), 4),
         "mean_prm": round(mean(prm), 4),
     }
@@ -161,12 +189,20 @@ def _answer_steps(tree, rows) -> dict:
         key = "answer" if isinstance(r.extracted_answer, str) else "other"
         pi = policy_prob(r.policy_mean_logprob)
         adv = (pi - policy_prob(parent.policy_mean_logprob)) / max(float(parent.prm_score), 1e-3)
-        for name, v in (("pi", pi), ("adv", adv), ("prm", float(r.prm_score)),
-                        ("reward", float(r.reward))):
+        for name, v in (
+            ("pi", pi),
+            ("adv", adv),
+            ("prm", float(r.prm_score)),
+            ("reward", float(r.reward)),
+        ):
             groups[key].setdefault(name, []).append(v)
-    out = {f"{k}_steps": {"n": len(g.get("pi", [])),
-                          **{n: round(sum(v) / len(v), 4) for n, v in g.items()}}
-           for k, g in groups.items()}
+    out = {
+        f"{k}_steps": {
+            "n": len(g.get("pi", [])),
+            **{n: round(sum(v) / len(v), 4) for n, v in g.items()},
+        }
+        for k, g in groups.items()
+    }
     for side in ("max", "min"):
         chosen = tree[(tree["path"] == side) & tree["selected"].astype(bool)]
         tails = chosen.groupby("question_id")["depth"].max()
@@ -195,17 +231,20 @@ def judge_probe(n: int, home: Path) -> dict:
     from sphere_core.data.ingest import resolve_data_path
 
     prm = get_prm(resolve_config(preset="demo"), home)
-    lines = resolve_data_path("builtin:gsm8k_tune").read_text().splitlines()[100:100 + n]
+    lines = resolve_data_path("builtin:gsm8k_tune").read_text().splitlines()[100 : 100 + n]
     qs, steps, keys = [], [], []
     for row in map(json.loads, lines):
-        derivation = " ".join(re.sub(r"<<[^>]*>>", "", s).strip()
-                              for s in row["solution"].split("\n") if s.strip())
+        derivation = " ".join(
+            re.sub(r"<<[^>]*>>", "", s).strip() for s in row["solution"].split("\n") if s.strip()
+        )
         gold = int(float(row["answer"]))
         for right, answer in (("right", gold), ("wrong", gold + 7)):
             for suffix in ("", " I hope it is correct."):
                 last = f"Final Answer: The final answer is ${answer}$.{suffix}"
-                for shown, chain in (("with_derivation", [derivation, last]),
-                                     ("answer_only", [last])):
+                for shown, chain in (
+                    ("with_derivation", [derivation, last]),
+                    ("answer_only", [last]),
+                ):
                     qs.append(row["problem"])
                     steps.append(chain)
                     keys.append(f"{right}|sign_off={bool(suffix)}|{shown}")
@@ -214,30 +253,43 @@ def judge_probe(n: int, home: Path) -> dict:
     out: dict[str, list[float]] = {}
     for k, v in zip(keys, scores):
         out.setdefault(k, []).append(round(v, 4))
-    return {"questions": n, "mean": {k: round(sum(v) / len(v), 4) for k, v in out.items()},
-            "scores": out}
+    return {
+        "questions": n,
+        "mean": {k: round(sum(v) / len(v), 4) for k, v in out.items()},
+        "scores": out,
+    }
 
 
 def markdown_table(results: list[dict]) -> str:
     """The docs table of a finished run: one row per variant."""
-    f = (lambda v: "–" if v is None else f"{v:.3f}")
-    lines = [("| variant | n | Sol_max right | AUROC (steered) | AUROC re-scored prm / adv / eq3 "
-              "| mean reward right / wrong | s/question |"), "|---|---|---|---|---|---|---|"]
+    f = lambda v: "–" if v is None else f"{v:.3f}"
+    lines = [
+        (
+            "| variant | n | Sol_max right | AUROC (steered) | AUROC re-scored prm / adv / eq3 "
+            "| mean reward right / wrong | s/question |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        share = (f"{r['pairs']}/{r['pairs'] + r['pairs_inverted']}"
-                 + (f" ({100 * r['sol_max_right_share']:.0f} %)" if r["sol_max_right_share"]
-                    is not None else ""))
+        share = f"{r['pairs']}/{r['pairs'] + r['pairs_inverted']}" + (
+            f" ({100 * r['sol_max_right_share']:.0f} %)"
+            if r["sol_max_right_share"] is not None
+            else ""
+        )
         re_ = " / ".join(f(r["rescored_auroc"][t]) for t in ("prm", "adv", "eq3"))
-        lines.append(f"| `{r['variant']}` | {r['questions']} | {share} | {f(r['auroc'])} | {re_} "
-                     f"| {f(r['mean_reward_right'])} / {f(r['mean_reward_wrong'])} "
-                     f"| {r['s_per_question']} |")
+        lines.append(
+            f"| `{r['variant']}` | {r['questions']} | {share} | {f(r['auroc'])} | {re_} "
+            f"| {f(r['mean_reward_right'])} / {f(r['mean_reward_wrong'])} "
+            f"| {r['s_per_question']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -253,8 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk", type=int, default=8, help="questions per lock-step batch")
     ap.add_argument("--home", default=None, help="SPHERE_HOME (models are cached there)")
     ap.add_argument("--out", default=None, help="where trees and routing are written")
-    ap.add_argument("--judge-probe", type=int, default=0, metavar="N",
-                    help="only probe the judge on hand-made answer steps of N tuning questions")
+    ap.add_argument(
+        "--judge-probe",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only probe the judge on hand-made answer steps of N tuning questions",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.questions, args.variants = 2, "judge:eq3,outcome:prm"
@@ -262,8 +319,16 @@ def main(argv: list[str] | None = None) -> int:
 
     home = Path(args.home) if args.home else sphere_home()
     if args.judge_probe:
-        print(json.dumps({"bench": "prm_calibration.judge_probe", "commit": _commit(),
-                          "date": time.strftime("%Y-%m-%d"), **judge_probe(args.judge_probe, home)}))
+        print(
+            json.dumps(
+                {
+                    "bench": "prm_calibration.judge_probe",
+                    "commit": _commit(),
+                    "date": time.strftime("%Y-%m-%d"),
+                    **judge_probe(args.judge_probe, home),
+                }
+            )
+        )
         return 0
     out = Path(args.out) if args.out else home / "bench" / "prm_calibration"
     out.mkdir(parents=True, exist_ok=True)
@@ -276,12 +341,20 @@ def main(argv: list[str] | None = None) -> int:
         results.append(run_variant(variant, args, home, out))
         partial.write_text(json.dumps(results, indent=1))
         partial.with_suffix(".md").write_text(markdown_table(results))
-    print(json.dumps({
-        "bench": "prm_calibration", "commit": commit, "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "data": "builtin:gsm8k_tune",
-        "load_avg_start": round(load, 2), "load_avg_end": round(os.getloadavg()[0], 2),
-        "variants": results,
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "prm_calibration",
+                "commit": commit,
+                "date": time.strftime("%Y-%m-%d"),
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                "data": "builtin:gsm8k_tune",
+                "load_avg_start": round(load, 2),
+                "load_avg_end": round(os.getloadavg()[0], 2),
+                "variants": results,
+            }
+        )
+    )
     return 0
 
 

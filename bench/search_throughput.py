@@ -39,8 +39,15 @@ class Recorder:
         return self.inner.count_tokens(text)
 
     def generate_steps(self, prompts, n, temperature, stop, max_tokens, **kw):
-        self.calls.append({"prompts": list(prompts), "n": n, "temperature": temperature,
-                           "max_tokens": max_tokens, **kw})
+        self.calls.append(
+            {
+                "prompts": list(prompts),
+                "n": n,
+                "temperature": temperature,
+                "max_tokens": max_tokens,
+                **kw,
+            }
+        )
         return self.inner.generate_steps(prompts, n, temperature, stop, max_tokens, **kw)
 
 
@@ -65,11 +72,21 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     args = ap.parse_args()
     n_q, depth, step_tokens, E, completion = (6, 2, 32, 3, 32) if args.quick else (12, 3, 48, 3, 96)
-    cfg = search_config(questions=n_q, E=E, depth=depth, step_tokens=step_tokens, completion=completion,
-                        model=args.model, device="cpu", dtype=args.dtype)
+    cfg = search_config(
+        questions=n_q,
+        E=E,
+        depth=depth,
+        step_tokens=step_tokens,
+        completion=completion,
+        model=args.model,
+        device="cpu",
+        dtype=args.dtype,
+    )
     gen, prm, load_s, tasks = load_setup(cfg, args.home, n_q)
     params = SearchParams.for_stage(cfg, "stage1")
-    gen.generate_steps([gen.apply_chat_template(tasks[0].messages)], 1, 0.8, None, 4, seed=0)  # warm-up
+    gen.generate_steps(
+        [gen.apply_chat_template(tasks[0].messages)], 1, 0.8, None, 4, seed=0
+    )  # warm-up
 
     rec, stats = Recorder(gen), SearchStats()
     _clear(gen, prm)
@@ -77,20 +94,32 @@ def main() -> None:
     pruned_search(tasks, rec, prm, params, cfg.reward, stage="stage1", stats=stats)
     lock_s = time.perf_counter() - t0
     search_tps = stats.generated_tokens / stats.generate_s
-    print(f"lock-step: {len(tasks)} questions, {stats.generate_calls} generate calls, "
-          f"{stats.generated_tokens} tokens, {lock_s:.1f}s wall, gen {stats.generate_s:.1f}s, "
-          f"prm {stats.prm_s:.1f}s")
+    print(
+        f"lock-step: {len(tasks)} questions, {stats.generate_calls} generate calls, "
+        f"{stats.generated_tokens} tokens, {lock_s:.1f}s wall, gen {stats.generate_s:.1f}s, "
+        f"prm {stats.prm_s:.1f}s"
+    )
 
     raw_tokens, raw_s = 0, 0.0
     _clear(gen, prm)
     for c in rec.calls:
         t0 = time.perf_counter()
-        outs = gen.generate_steps(c["prompts"], c["n"], c["temperature"], None, c["max_tokens"],
-                                  top_p=c.get("top_p", 1.0), top_k=c.get("top_k", 0), seed=c.get("seed"))
+        outs = gen.generate_steps(
+            c["prompts"],
+            c["n"],
+            c["temperature"],
+            None,
+            c["max_tokens"],
+            top_p=c.get("top_p", 1.0),
+            top_k=c.get("top_k", 0),
+            seed=c.get("seed"),
+        )
         raw_s += time.perf_counter() - t0
         raw_tokens += _tokens(outs)
     raw_tps = raw_tokens / raw_s
-    print(f"raw replay: {raw_tokens} tokens in {raw_s:.1f}s ({raw_tps:.1f} tok/s) vs search {search_tps:.1f} tok/s")
+    print(
+        f"raw replay: {raw_tokens} tokens in {raw_s:.1f}s ({raw_tps:.1f} tok/s) vs search {search_tps:.1f} tok/s"
+    )
 
     loop_stats = SearchStats()
     _clear(gen, prm)
@@ -102,21 +131,36 @@ def main() -> None:
 
     import torch
 
-    print(json.dumps({
-        "bench": "search_throughput", "quick": args.quick, "questions": len(tasks), "E": E,
-        "max_depth": depth, "max_step_tokens": step_tokens, "prm": cfg.prm.kind,
-        "model": args.model, "dtype": str(gen.dtype).replace("torch.", ""),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-        "load_avg_1m": round(os.getloadavg()[0], 2), "completion_max_tokens": params.completion_max_tokens,
-        "device": "cpu", "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
-        "model_load_s": round(load_s, 2),
-        "search_generated_tokens": stats.generated_tokens, "search_tokens_per_s": round(search_tps, 2),
-        "raw_tokens_per_s": round(raw_tps, 2),
-        "search_vs_raw_throughput_ratio": round(search_tps / raw_tps, 3),
-        "lockstep_wall_s": round(lock_s, 2), "loop_wall_s": round(loop_s, 2),
-        "lockstep_speedup": round(loop_s / lock_s, 3),
-        "prm_time_share": round(stats.prm_s / lock_s, 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "search_throughput",
+                "quick": args.quick,
+                "questions": len(tasks),
+                "E": E,
+                "max_depth": depth,
+                "max_step_tokens": step_tokens,
+                "prm": cfg.prm.kind,
+                "model": args.model,
+                "dtype": str(gen.dtype).replace("torch.", ""),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
+                "completion_max_tokens": params.completion_max_tokens,
+                "device": "cpu",
+                "torch_threads": torch.get_num_threads(),
+                "machine": platform.machine(),
+                "model_load_s": round(load_s, 2),
+                "search_generated_tokens": stats.generated_tokens,
+                "search_tokens_per_s": round(search_tps, 2),
+                "raw_tokens_per_s": round(raw_tps, 2),
+                "search_vs_raw_throughput_ratio": round(search_tps / raw_tps, 3),
+                "lockstep_wall_s": round(lock_s, 2),
+                "loop_wall_s": round(loop_s, 2),
+                "lockstep_speedup": round(loop_s / lock_s, 3),
+                "prm_time_share": round(stats.prm_s / lock_s, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -207,7 +207,9 @@ def _report(exc: BaseException, session: Any) -> int:
         from sphere_core import disk
 
         record(f"disk full: {disk.describe(disk_error)}")
-        _say(f"error: {disk.describe(disk_error)}; free some space, then{_continue_with(session)}{where}")
+        _say(
+            f"error: {disk.describe(disk_error)}; free some space, then{_continue_with(session)}{where}"
+        )
         return errors.EXIT_INFRA
     if _is_click_error(exc):
         record("usage error")
@@ -255,7 +257,8 @@ def _user_error(exc: BaseException) -> Any:
 def _is_click_error(exc: BaseException) -> bool:
     """A click usage error, from click itself or from the copy typer vendors."""
     return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__) and hasattr(
-        exc, "format_message")
+        exc, "format_message"
+    )
 
 
 def _termination_signal(exc: BaseException) -> int | None:

@@ -49,7 +49,11 @@ def evaluate_flow(
     """Evaluate and record; returns the run id, the output dir and the summary rows."""
     cfg = flow_config(config)
     home = home_for(cfg)
-    benches = [_label(Path(benchmark_file).stem)] if benchmark_file else list(benchmarks or cfg.evaluation.benchmarks)
+    benches = (
+        [_label(Path(benchmark_file).stem)]
+        if benchmark_file
+        else list(benchmarks or cfg.evaluation.benchmarks)
+    )
     limit = limit if limit is not None else cfg.evaluation.limit
     if run_id is None:
         if not model_path:
@@ -69,9 +73,13 @@ def evaluate_flow(
     if model_path or is_adapter_dir(trained):
         models.append(("trained", model_spec(cfg, trained)))
     else:
-        get_run_logger().warning("run %s has no trained adapter at %s: evaluating the base only", run_id, trained)
+        get_run_logger().warning(
+            "run %s has no trained adapter at %s: evaluating the base only", run_id, trained
+        )
     if not models:
-        raise EvaluationError(f"nothing to evaluate for run {run_id}: no trained model and compare_base off")
+        raise EvaluationError(
+            f"nothing to evaluate for run {run_id}: no trained model and compare_base off"
+        )
     ensure_run(cfg, home, run_id, kind="evaluate")
     out_dir = view.dir / "eval"
     rows = _run(cfg, home, run_id, models, benches, limit, benchmark_file, out_dir, round)
@@ -83,5 +91,16 @@ def _run(cfg, home, run_id, models, benches, limit, benchmark_file, out_dir, rou
     rows: list[dict] = []
     for label, spec in models:  # sequential: each model occupies the accelerator
         for bench in benches:
-            rows += task(cfg, str(home), run_id, label, spec, bench, limit, benchmark_file, str(out_dir), round)
+            rows += task(
+                cfg,
+                str(home),
+                run_id,
+                label,
+                spec,
+                bench,
+                limit,
+                benchmark_file,
+                str(out_dir),
+                round,
+            )
     return rows

@@ -24,11 +24,13 @@ from sphere_core.config import SphereConfig
 from sphere_core.error_budget import check_error_budget, first_error
 from sphere_core.results import GenerateResult
 from sphere_core.storage.run_outputs import RunView, plan_run
-from tasks.task_options import task_options
 from tasks.generate_tasks import finalize_task, ingest_task, pairs_task, stage_task
+from tasks.task_options import task_options
 
 
-@flow(name="generate", description="Ingest -> pruned search (stages) -> routing -> preference pairs.")
+@flow(
+    name="generate", description="Ingest -> pruned search (stages) -> routing -> preference pairs."
+)
 def generate_flow(
     run_id: str | None = None,
     config: SphereConfig | dict[str, Any] | None = None,
@@ -64,8 +66,13 @@ def generate_round(cfg: SphereConfig, run_id: str, home: Path, round: int = 1) -
         log.warning(warning)
     opts = task_options(cfg, home)
     qkey, n_shards, n_questions, n_rejected = ingest_task.with_options(**opts)(cfg, str(home))
-    progress.emit("stage", f"ingest: {n_questions} questions in {n_shards} shard(s), {n_rejected} rejected rows",
-                  stage="ingest", done=n_questions, total=n_questions)
+    progress.emit(
+        "stage",
+        f"ingest: {n_questions} questions in {n_shards} shard(s), {n_rejected} rejected rows",
+        stage="ingest",
+        done=n_questions,
+        total=n_questions,
+    )
     plan = plan_run(cfg, qkey, n_shards, round)
 
     stage = stage_task.with_options(**opts)
@@ -74,8 +81,14 @@ def generate_round(cfg: SphereConfig, run_id: str, home: Path, round: int = 1) -
         for shard in range(n_shards):
             for s in stages_for(cfg.routing.stages):
                 upstream = [futures[(s.consumes.stage, shard)]] if s.consumes else []
-                params = {"stage": s.name, "cfg": cfg, "home": str(home), "run_id": run_id,
-                          "plan": plan, "shard": shard}
+                params = {
+                    "stage": s.name,
+                    "cfg": cfg,
+                    "home": str(home),
+                    "run_id": run_id,
+                    "plan": plan,
+                    "shard": shard,
+                }
                 futures[(s.name, shard)] = runner.submit(stage, params, wait_for=upstream)
         wait(list(futures.values()))
         infos = [f.result() for f in futures.values()]  # every shard finished; now surface failures
@@ -85,25 +98,43 @@ def generate_round(cfg: SphereConfig, run_id: str, home: Path, round: int = 1) -
         for k, v in info.search.items():
             search[k] = search.get(k, 0) + v
     counts = _routing_counts(infos)
-    note = check_error_budget(counts, cfg.orchestration.max_error_fraction,
-                              lambda s: first_error(home, plan, s), run_id)  # over it: raises
+    note = check_error_budget(
+        counts, cfg.orchestration.max_error_fraction, lambda s: first_error(home, plan, s), run_id
+    )  # over it: raises
     if note:
         log.warning("run %s round %d: %s", run_id, round, note)
     refresh = any(info.retried for info in infos)
     pairs = pairs_task.with_options(**opts)(cfg, str(home), run_id, plan, refresh)
     for s in plan.stages:
         done = {c["decision"]: c["questions"] for c in counts if c["stage"] == s}
-        progress.emit("stage", f"{s} done: {sum(done.values())} questions {done}", stage=s, counts=done)
-    progress.emit("stage", f"pairs: {pairs['train']} train, {pairs['eval']} eval, "
-                  f"{len(pairs['dropped'])} dropped", stage="pairs", done=pairs["train"] + pairs["eval"])
-    result = GenerateResult(
-        run_id=run_id, round=round, run_dir="", questions=n_questions, rejected=n_rejected,
-        routing_counts=counts, pairs_train=pairs["train"], pairs_eval=pairs["eval"],
-        dropped_pairs=pairs["dropped"], warnings=warnings,
-        artifact_keys={"questions": qkey, **plan.stages, "pairs": plan.pairs_key},
-        search=search, elapsed_s=round_s(time.perf_counter() - started), error_note=note,
+        progress.emit(
+            "stage", f"{s} done: {sum(done.values())} questions {done}", stage=s, counts=done
+        )
+    progress.emit(
+        "stage",
+        f"pairs: {pairs['train']} train, {pairs['eval']} eval, {len(pairs['dropped'])} dropped",
+        stage="pairs",
+        done=pairs["train"] + pairs["eval"],
     )
-    result.run_dir = finalize_task.with_options(**opts)(cfg, str(home), run_id, plan, result.to_dict())
+    result = GenerateResult(
+        run_id=run_id,
+        round=round,
+        run_dir="",
+        questions=n_questions,
+        rejected=n_rejected,
+        routing_counts=counts,
+        pairs_train=pairs["train"],
+        pairs_eval=pairs["eval"],
+        dropped_pairs=pairs["dropped"],
+        warnings=warnings,
+        artifact_keys={"questions": qkey, **plan.stages, "pairs": plan.pairs_key},
+        search=search,
+        elapsed_s=round_s(time.perf_counter() - started),
+        error_note=note,
+    )
+    result.run_dir = finalize_task.with_options(**opts)(
+        cfg, str(home), run_id, plan, result.to_dict()
+    )
     publish_artifacts(result, RunView(home, run_id, round))
     return result
 
@@ -128,8 +159,10 @@ def _routing_counts(infos: list[Any]) -> list[dict[str, Any]]:
             order.append(info.stage)
         for decision, n in info.counts.items():
             totals[(info.stage, decision)] = totals.get((info.stage, decision), 0) + n
-    return [{"stage": s, "decision": d, "questions": n}
-            for (s, d), n in sorted(totals.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1]))]
+    return [
+        {"stage": s, "decision": d, "questions": n}
+        for (s, d), n in sorted(totals.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1]))
+    ]
 
 
 def _slug(text: str) -> str:
@@ -140,19 +173,26 @@ def publish_artifacts(result: GenerateResult, view: RunView) -> None:
     """Table artifacts (routing counts per stage, rejected inputs) and a markdown summary."""
     slug = _slug(result.run_id) + ("" if result.round == 1 else f"-round-{result.round}")
     counts = result.routing_counts
-    create_table_artifact(counts or [{"stage": "-", "decision": "-", "questions": 0}],
-                          key=f"{slug}-routing", description=f"Routing decisions per stage for {result.run_id}")
+    create_table_artifact(
+        counts or [{"stage": "-", "decision": "-", "questions": 0}],
+        key=f"{slug}-routing",
+        description=f"Routing decisions per stage for {result.run_id}",
+    )
     rejects = view.rejects()
     rows = rejects[["source", "row", "reason"]].head(200).astype(str).to_dict("records")
-    create_table_artifact(rows or [{"source": "-", "row": "-", "reason": "no rejected rows"}],
-                          key=f"{slug}-rejects",
-                          description=f"Rejected input rows for {result.run_id} ({len(rejects)} in all; first 200 shown)")
+    create_table_artifact(
+        rows or [{"source": "-", "row": "-", "reason": "no rejected rows"}],
+        key=f"{slug}-rejects",
+        description=f"Rejected input rows for {result.run_id} ({len(rejects)} in all; first 200 shown)",
+    )
     lines = [
         f"# SPHERE generate: `{result.run_id}` (round {result.round})",
         "",
         f"- questions: **{result.questions}** (rejected rows: {result.rejected})",
-        (f"- pairs: **{result.pairs_train}** train, **{result.pairs_eval}** eval "
-        f"({len(result.dropped_pairs)} dropped)"),
+        (
+            f"- pairs: **{result.pairs_train}** train, **{result.pairs_eval}** eval "
+            f"({len(result.dropped_pairs)} dropped)"
+        ),
         f"- outputs: `{result.run_dir}`",
         "",
         "| stage | decision | questions |",

@@ -13,10 +13,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.run_tracking import flow_config, flow_run_id, home_for, tracked_run
 from flows.evaluate import evaluate_flow
 from flows.generate import generate_flow
 from flows.report_flow import report_flow
+from flows.run_tracking import flow_config, flow_run_id, home_for, tracked_run
 from flows.train import train_flow
 from sphere_core import progress
 from sphere_core.config import SphereConfig
@@ -24,7 +24,11 @@ from sphere_core.error_budget import combine_notes
 from sphere_core.results import PipelineResult, RoundResult, TrainingResult
 
 
-@flow(name="round", flow_run_name="round-{round}", description="One self-evolution round: generate -> DPO -> evaluate.")
+@flow(
+    name="round",
+    flow_run_name="round-{round}",
+    description="One self-evolution round: generate -> DPO -> evaluate.",
+)
 def round_flow(run_id: str, config: SphereConfig, round: int = 1) -> RoundResult:
     """Generate pairs with this round's policy, train on them, evaluate base vs trained."""
     cfg = flow_config(config)
@@ -32,17 +36,25 @@ def round_flow(run_id: str, config: SphereConfig, round: int = 1) -> RoundResult
     if generated.pairs > 0:
         trained = train_flow(run_id, cfg, round=round)
     else:  # nothing to learn from: say so, still evaluate the base model and report
-        trained = TrainingResult(run_id, round, skipped="no preference pairs were generated (see `sphere routes`)")
+        trained = TrainingResult(
+            run_id, round, skipped="no preference pairs were generated (see `sphere routes`)"
+        )
         get_run_logger().warning(
             "run %s round %d produced no preference pairs: DPO training is skipped; evaluating the "
             "base model only. A stronger policy, more questions or a wider search "
-            "(search.num_candidates, search.max_depth) yields pairs.", run_id, round)
+            "(search.num_candidates, search.max_depth) yields pairs.",
+            run_id,
+            round,
+        )
         progress.emit("info", f"round {round}: no preference pairs, DPO skipped", stage="train")
     evaluated = evaluate_flow(run_id, cfg, model_path=trained.adapter_path, round=round)
     return RoundResult(round, generated, trained, evaluated)
 
 
-@flow(name="pipeline", description="SPHERE end to end: generate pairs -> DPO -> evaluate (per round) -> report.")
+@flow(
+    name="pipeline",
+    description="SPHERE end to end: generate pairs -> DPO -> evaluate (per round) -> report.",
+)
 def pipeline_flow(
     run_id: str | None = None,
     config: SphereConfig | dict[str, Any] | None = None,

@@ -59,8 +59,12 @@ class ProgressDisplay:
     ``stream``: where plain lines go (default: the current ``sys.stderr``).
     """
 
-    def __init__(self, terminal: bool | None = None, console: Console | None = None,
-                 stream: TextIO | None = None):
+    def __init__(
+        self,
+        terminal: bool | None = None,
+        console: Console | None = None,
+        stream: TextIO | None = None,
+    ):
         if console is None:
             console = Console(stderr=True, force_terminal=terminal)
         self.console = console
@@ -83,8 +87,12 @@ class ProgressDisplay:
         self._logger.addHandler(self._handler)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._logger.removeHandler(self._handler)
         self._logger.setLevel(self._saved_level)
         if self._progress is not None:
@@ -132,8 +140,13 @@ class _BarsWithStatus(Progress):
     def __init__(self, console: Console):
         self.status = ""  # before Progress.__init__, which may render already
         super().__init__(
-            TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("shards"), TimeElapsedColumn(), console=console, transient=False,
+            TextColumn("{task.description:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("shards"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
         )
 
     def get_renderables(self) -> Iterable[RenderableType]:

@@ -30,9 +30,15 @@ def report_flow(run_id: str, config: SphereConfig | dict[str, Any] | None = None
     run_id = flow_run_id(run_id)
     result = report_task.with_options(**task_options(cfg, home))(cfg, str(home), run_id)
     slug = artifact_slug(run_id)
-    create_markdown_artifact(markdown=result["markdown"], key=f"sphere-report-{slug}",
-                             description=f"SPHERE report of run {run_id} ({result['path']})")
+    create_markdown_artifact(
+        markdown=result["markdown"],
+        key=f"sphere-report-{slug}",
+        description=f"SPHERE report of run {run_id} ({result['path']})",
+    )
     if result["accuracy"]:
-        create_table_artifact(table=result["accuracy"], key=f"sphere-accuracy-{slug}",
-                              description=f"Evaluation metrics of run {run_id}")
+        create_table_artifact(
+            table=result["accuracy"],
+            key=f"sphere-accuracy-{slug}",
+            description=f"Evaluation metrics of run {run_id}",
+        )
     return ReportResult(run_id, result["path"], len(result["accuracy"]))

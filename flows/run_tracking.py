@@ -24,8 +24,11 @@ def new_run_id() -> str:
     return f"run-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def flow_config(config: SphereConfig | dict[str, Any] | None = None, preset: str | None = None,
-                overrides: list[str] | None = None) -> SphereConfig:
+def flow_config(
+    config: SphereConfig | dict[str, Any] | None = None,
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+) -> SphereConfig:
     """The typed config of a flow: passed through when a parent flow (or the CLI) already
     resolved it; resolved once here from deployment parameters otherwise."""
     if isinstance(config, SphereConfig) and not preset and not overrides:
@@ -77,12 +80,16 @@ class RunRecord:
 
 
 @contextmanager
-def tracked_run(cfg: SphereConfig, run_id: str, home: Path, kind: str, rounds: int = 1) -> Iterator[RunRecord]:
+def tracked_run(
+    cfg: SphereConfig, run_id: str, home: Path, kind: str, rounds: int = 1
+) -> Iterator[RunRecord]:
     """Record the run (idempotent) and mark it running; then completed, or failed with the error,
     or cancelled when interrupted (SIGINT/SIGTERM: ``sphere resume`` continues it)."""
     flow_run = current_flow_run_id()
     with open_store(cfg, home) as repo:
-        repo.create_run(run_id, cfg.to_dict(), cfg.config_hash(), kind=kind, flow_run_id=flow_run, rounds=rounds)
+        repo.create_run(
+            run_id, cfg.to_dict(), cfg.config_hash(), kind=kind, flow_run_id=flow_run, rounds=rounds
+        )
         repo.update_run_config(run_id, cfg.to_dict(), cfg.config_hash(), rounds=rounds)
         repo.set_run_status(run_id, "running", flow_run_id=flow_run)
     record = RunRecord(cfg, run_id, home)
@@ -108,7 +115,11 @@ def describe_error(exc: BaseException) -> str:
 
         if isinstance(exc, Terminated) or type(exc).__name__ == "TerminationSignal":
             return "terminated (SIGTERM)"
-        return "interrupted (SIGINT)" if isinstance(exc, KeyboardInterrupt) else f"interrupted ({type(exc).__name__})"
+        return (
+            "interrupted (SIGINT)"
+            if isinstance(exc, KeyboardInterrupt)
+            else f"interrupted ({type(exc).__name__})"
+        )
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 

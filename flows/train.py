@@ -17,8 +17,12 @@ from tasks.train_tasks import train_task
 
 
 @flow(name="train", description="DPO with a LoRA adapter on the run's preference pairs.")
-def train_flow(run_id: str, config: SphereConfig | dict[str, Any] | None = None, round: int = 1) -> TrainingResult:
+def train_flow(
+    run_id: str, config: SphereConfig | dict[str, Any] | None = None, round: int = 1
+) -> TrainingResult:
     """Train on the pairs of ``run_id`` (round ``round``); returns the adapter and metrics."""
     cfg = flow_config(config)
     home = home_for(cfg)
-    return train_task.with_options(**task_options(cfg, home))(cfg, str(home), flow_run_id(run_id), round)
+    return train_task.with_options(**task_options(cfg, home))(
+        cfg, str(home), flow_run_id(run_id), round
+    )

@@ -41,37 +41,53 @@ def _norm(text: str) -> str:
 
 
 def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()
+    ]
 
 
 def select(args: argparse.Namespace) -> dict:
     train = _rows(BUILTIN / "gsm8k_train.jsonl")
     demo_ids = {r["id"] for r in _rows(BUILTIN / "gsm8k_demo.jsonl")}
-    eval_problems = {_norm(r["problem"]) for p in sorted(BENCHMARKS.glob("*.jsonl")) for r in _rows(p)}
+    eval_problems = {
+        _norm(r["problem"]) for p in sorted(BENCHMARKS.glob("*.jsonl")) for r in _rows(p)
+    }
     kept, dropped = [], {"demo": 0, "in_evaluation": 0, "too_long": 0}
     for row in train:
         if row["id"] in demo_ids:
             dropped["demo"] += 1
         elif _norm(row["problem"]) in eval_problems:
             dropped["in_evaluation"] += 1
-        elif (len(row["problem"]) > args.max_problem_chars
-              or len(row.get("solution", "").splitlines()) > args.max_solution_lines):
+        elif (
+            len(row["problem"]) > args.max_problem_chars
+            or len(row.get("solution", "").splitlines()) > args.max_solution_lines
+        ):
             dropped["too_long"] += 1
         else:
             kept.append(row)
     kept.sort(key=lambda r: hashlib.sha256(f"{args.seed}:{r['id']}".encode()).hexdigest())
-    study, tune = kept[: args.study], kept[args.study: args.study + args.tune]
+    study, tune = kept[: args.study], kept[args.study : args.study + args.tune]
     for name, rows in (("gsm8k_study", study), ("gsm8k_tune", tune)):
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         (args.out_dir / f"{name}.jsonl").write_text(text)
-    return {"train_rows": len(train), "dropped": dropped, "eligible": len(kept),
-            "study": len(study), "tune": len(tune), "seed": args.seed}
+    return {
+        "train_rows": len(train),
+        "dropped": dropped,
+        "eligible": len(kept),
+        "study": len(study),
+        "tune": len(tune),
+        "seed": args.seed,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--study", type=int, default=256, help="rows in the study set (default 256)")
-    parser.add_argument("--tune", type=int, default=128, help="rows in the tuning set (default 128)")
+    parser.add_argument(
+        "--study", type=int, default=256, help="rows in the study set (default 256)"
+    )
+    parser.add_argument(
+        "--tune", type=int, default=128, help="rows in the tuning set (default 128)"
+    )
     parser.add_argument("--max-problem-chars", type=int, default=200)
     parser.add_argument("--max-solution-lines", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)

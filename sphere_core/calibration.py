@@ -44,11 +44,24 @@ from sphere_core.search.reward import ParentStats, step_reward
 NEAR_CHANCE = 0.6
 """A path reward with an AUROC below this is reported as near chance."""
 
-TERMS: dict[str, tuple[bool, bool]] = {"eq3": (True, True), "prm": (True, False), "adv": (False, True)}
+TERMS: dict[str, tuple[bool, bool]] = {
+    "eq3": (True, True),
+    "prm": (True, False),
+    "adv": (False, True),
+}
 """Reward terms for re-scoring: name -> (use_prm, use_advantage)."""
 
-PATH_COLUMNS = ["question_id", "node_id", "side", "depth", "steps", "reward", "prm_mean",
-                "answer", "completion"]
+PATH_COLUMNS = [
+    "question_id",
+    "node_id",
+    "side",
+    "depth",
+    "steps",
+    "reward",
+    "prm_mean",
+    "answer",
+    "completion",
+]
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
@@ -113,15 +126,20 @@ def _step_rewards(tree: pd.DataFrame, terms: str | None, epsilon: float) -> dict
     out = {}
     for nid, r in rows.items():
         parent = rows.get(str(r.parent_id)) if r.parent_id is not None else None
-        stats = None if parent is None else ParentStats(float(parent.prm_score),
-                                                        float(parent.policy_mean_logprob))
-        out[nid] = step_reward(cfg, prm=float(r.prm_score), mean_logprob=float(r.policy_mean_logprob),
-                               parent=stats)
+        stats = (
+            None
+            if parent is None
+            else ParentStats(float(parent.prm_score), float(parent.policy_mean_logprob))
+        )
+        out[nid] = step_reward(
+            cfg, prm=float(r.prm_score), mean_logprob=float(r.policy_mean_logprob), parent=stats
+        )
     return out
 
 
-def finished_paths(tree: pd.DataFrame, stage: str = "stage1", *, terms: str | None = None,
-                   epsilon: float = 1e-3) -> pd.DataFrame:
+def finished_paths(
+    tree: pd.DataFrame, stage: str = "stage1", *, terms: str | None = None, epsilon: float = 1e-3
+) -> pd.DataFrame:
     """One row per finished path of ``stage`` (PATH_COLUMNS); ``reward`` is the mean step reward."""
     tree = tree[tree["stage"] == stage] if "stage" in tree.columns else tree
     rewards = _step_rewards(tree, terms, epsilon)
@@ -137,12 +155,19 @@ def finished_paths(tree: pd.DataFrame, stage: str = "stage1", *, terms: str | No
             node = by_id.get(str(pid)) if pid is not None and not _isnan(pid) else None
         step_r = [rewards[str(n.node_id)] for n in lineage]
         prms = [float(n.prm_score) for n in lineage]
-        rows.append({
-            "question_id": r.question_id, "node_id": str(r.node_id), "side": r.path,
-            "depth": int(r.depth), "steps": len(lineage), "reward": sum(step_r) / len(step_r),
-            "prm_mean": sum(prms) / len(prms), "answer": _answer(r),
-            "completion": bool(getattr(r, "completion", False)),
-        })
+        rows.append(
+            {
+                "question_id": r.question_id,
+                "node_id": str(r.node_id),
+                "side": r.path,
+                "depth": int(r.depth),
+                "steps": len(lineage),
+                "reward": sum(step_r) / len(step_r),
+                "prm_mean": sum(prms) / len(prms),
+                "answer": _answer(r),
+                "completion": bool(getattr(r, "completion", False)),
+            }
+        )
     return pd.DataFrame(rows, columns=PATH_COLUMNS)
 
 
@@ -160,18 +185,23 @@ def _isnan(x: Any) -> bool:
     return isinstance(x, float) and math.isnan(x)
 
 
-def grade_paths(paths: pd.DataFrame, golds: Mapping[str, str],
-                grading: GradingConfig | None = None) -> list[bool]:
+def grade_paths(
+    paths: pd.DataFrame, golds: Mapping[str, str], grading: GradingConfig | None = None
+) -> list[bool]:
     """Whether each finished path's answer verifies against its question's gold (None: wrong)."""
     from sphere_core.grading import get_grader
 
     out = [False] * len(paths)
-    todo = [i for i, (a, q) in enumerate(zip(paths["answer"], paths["question_id"]))
-            if a is not None and not _isnan(a) and str(q) in golds]
+    todo = [
+        i
+        for i, (a, q) in enumerate(zip(paths["answer"], paths["question_id"]))
+        if a is not None and not _isnan(a) and str(q) in golds
+    ]
     if todo:
         verdicts = get_grader(grading or GradingConfig()).verify(
             [str(paths["answer"].iloc[i]) for i in todo],
-            [str(golds[str(paths["question_id"].iloc[i])]) for i in todo])
+            [str(golds[str(paths["question_id"].iloc[i])]) for i in todo],
+        )
         for i, ok in zip(todo, verdicts):
             out[i] = bool(ok)
     return out
@@ -193,9 +223,16 @@ def _routed_auroc(routing: pd.DataFrame) -> float | None:
     return auroc(scores, labels)
 
 
-def calibrate(tree: pd.DataFrame, routing: pd.DataFrame, golds: Mapping[str, str],
-              grading: GradingConfig | None = None, *, stage: str = "stage1",
-              terms: str | None = None, epsilon: float = 1e-3) -> Calibration:
+def calibrate(
+    tree: pd.DataFrame,
+    routing: pd.DataFrame,
+    golds: Mapping[str, str],
+    grading: GradingConfig | None = None,
+    *,
+    stage: str = "stage1",
+    terms: str | None = None,
+    epsilon: float = 1e-3,
+) -> Calibration:
     """The calibration of ``stage`` from its tree and routing tables and the gold answers."""
     routing = routing[(routing["stage"] == stage) & (routing["decision"] != "error")]
     decisions = routing["decision"].value_counts().to_dict()
@@ -206,27 +243,44 @@ def calibrate(tree: pd.DataFrame, routing: pd.DataFrame, golds: Mapping[str, str
     depths = [int(d) for d in paths["depth"]]
     by_depth = sorted(set(depths))
     return Calibration(
-        stage=stage, reward=terms or "stored", questions=int(routing["question_id"].nunique()),
-        pairs=pairs, pairs_inverted=inverted,
+        stage=stage,
+        reward=terms or "stored",
+        questions=int(routing["question_id"].nunique()),
+        pairs=pairs,
+        pairs_inverted=inverted,
         sol_max_right_share=pairs / (pairs + inverted) if pairs + inverted else None,
-        finished_paths=len(paths), right_paths=sum(right),
+        finished_paths=len(paths),
+        right_paths=sum(right),
         auroc=auroc(rewards, right),
         auroc_routed=_routed_auroc(routing) if terms is None else None,
         mean_reward_right=_mean([s for s, y in zip(rewards, right) if y]),
         mean_reward_wrong=_mean([s for s, y in zip(rewards, right) if not y]),
-        auroc_by_depth={d: auroc([s for s, e in zip(rewards, depths) if e == d],
-                                 [y for y, e in zip(right, depths) if e == d]) for d in by_depth},
+        auroc_by_depth={
+            d: auroc(
+                [s for s, e in zip(rewards, depths) if e == d],
+                [y for y, e in zip(right, depths) if e == d],
+            )
+            for d in by_depth
+        },
         paths_by_depth={d: depths.count(d) for d in by_depth},
     )
 
 
-def run_calibration(home: Path, run_id: str, round: int = 1, *, stage: str = "stage1",
-                    grading: GradingConfig | None = None, terms: str | None = None) -> Calibration:
+def run_calibration(
+    home: Path,
+    run_id: str,
+    round: int = 1,
+    *,
+    stage: str = "stage1",
+    grading: GradingConfig | None = None,
+    terms: str | None = None,
+) -> Calibration:
     """``calibrate`` on the stored tables of a run's round (``RunNotFoundError`` if missing)."""
     from sphere_core.storage.run_outputs import RunView
 
     view = RunView(home, run_id, round)
     questions = view.questions()
     golds = {str(q): str(a) for q, a in zip(questions["question_id"], questions["answer"])}
-    return calibrate(view.tree(stage), view.routing(stage), golds, grading, stage=stage,
-                     terms=terms)
+    return calibrate(
+        view.tree(stage), view.routing(stage), golds, grading, stage=stage, terms=terms
+    )

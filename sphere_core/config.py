@@ -42,18 +42,27 @@ class ModelSpec(Section):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N (hf backend).")
     dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16.")
     adapter: str | None = Field(
-        None, description="A LoRA adapter dir applied on top of `path` (trained models, evaluation)."
+        None,
+        description="A LoRA adapter dir applied on top of `path` (trained models, evaluation).",
     )
     base_url: str | None = Field(None, description="Server URL for the openai-compatible backend.")
-    served_model_name: str | None = Field(None, description="Model name on the server (openai-compatible).")
-    max_model_len: int = Field(2048, gt=0, description="Context length; longer prompts are rejected.")
+    served_model_name: str | None = Field(
+        None, description="Model name on the server (openai-compatible)."
+    )
+    max_model_len: int = Field(
+        2048, gt=0, description="Context length; longer prompts are rejected."
+    )
     batch_size: int = Field(64, gt=0, description="Max sequences per forward batch (hf backend).")
-    request_timeout_s: float = Field(600.0, gt=0, description="Per-request timeout (server backends).")
+    request_timeout_s: float = Field(
+        600.0, gt=0, description="Per-request timeout (server backends)."
+    )
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM memory fraction.")
 
 
 class ModelsConfig(Section):
-    policy: ModelSpec = Field(default_factory=ModelSpec, description="The policy pi being improved.")
+    policy: ModelSpec = Field(
+        default_factory=ModelSpec, description="The policy pi being improved."
+    )
     small: ModelSpec | None = Field(
         None, description="pi_small for Stage 3 (same family, fewer parameters). None = policy."
     )
@@ -63,17 +72,29 @@ class ModelsConfig(Section):
 
 
 class DataConfig(Section):
-    path: str = Field("builtin:gsm8k_train", description="Question file (jsonl/parquet/csv/HF dir) or builtin:NAME.")
+    path: str = Field(
+        "builtin:gsm8k_train",
+        description="Question file (jsonl/parquet/csv/HF dir) or builtin:NAME.",
+    )
     format: Literal["auto", "jsonl", "json", "parquet", "csv", "hf"] = "auto"
-    problem_field: str | None = Field(None, description="Column with the problem; None tries problem, question.")
-    answer_field: str | None = Field(None, description="Column with the gold answer; None tries answer, then solution.")
-    solution_field: str | None = Field(None, description="Column with a worked solution (#### or \\boxed{} answer).")
+    problem_field: str | None = Field(
+        None, description="Column with the problem; None tries problem, question."
+    )
+    answer_field: str | None = Field(
+        None, description="Column with the gold answer; None tries answer, then solution."
+    )
+    solution_field: str | None = Field(
+        None, description="Column with a worked solution (#### or \\boxed{} answer)."
+    )
     id_field: str | None = Field(
-        "id", description="Column with the file's own row id, kept as source_id (duplicates are "
-        "rejected); None: ignore ids."
+        "id",
+        description="Column with the file's own row id, kept as source_id (duplicates are "
+        "rejected); None: ignore ids.",
     )
     answer_style: Literal["auto", "plain", "gsm8k", "boxed"] = "auto"
-    offset: int = Field(0, ge=0, description="Skip this many accepted questions (after shuffling) first.")
+    offset: int = Field(
+        0, ge=0, description="Skip this many accepted questions (after shuffling) first."
+    )
     limit: int | None = Field(None, gt=0, description="Use at most this many accepted questions.")
     shuffle: bool = False
     seed: int = 0
@@ -81,7 +102,9 @@ class DataConfig(Section):
 
 class SearchConfig(Section):
     num_candidates: int = Field(5, ge=1, description="E: candidate next steps per node.")
-    small_candidates_factor: int = Field(2, ge=1, description="Stage 3 samples factor*E candidates.")
+    small_candidates_factor: int = Field(
+        2, ge=1, description="Stage 3 samples factor*E candidates."
+    )
     temperature: float = Field(0.8, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, description="0 disables top-k.")
@@ -89,19 +112,24 @@ class SearchConfig(Section):
     max_step_tokens: int = Field(256, ge=1)
     step_delimiter: str = Field("\n\n", description="A step ends at this string.")
     completion_max_tokens: int = Field(
-        512, ge=0,
+        512,
+        ge=0,
         description="Token budget of the single unbranched rollout that finishes a path left "
         "without a final answer at max_depth (or cut by max_step_tokens); 0 disables it.",
     )
     answer_cue_tokens: int = Field(
-        24, ge=0,
+        24,
+        ge=0,
         description="When the completion rollout ends without a final answer, append 'Final Answer: "
         "The final answer is $' and let the model finish that line in at most this many tokens "
         "(its own answer, graded as usual); 0 disables it.",
     )
     keep: int = Field(1, ge=1, description="Top-k / bottom-k kept per depth (k=1 is the paper).")
     keep_fraction: float | None = Field(
-        None, gt=0, le=0.5, description="Keep this fraction of candidates instead of `keep` (ablation)."
+        None,
+        gt=0,
+        le=0.5,
+        description="Keep this fraction of candidates instead of `keep` (ablation).",
     )
     seed: int = 0
     strategy: Literal["pruned", "sampling"] = Field(
@@ -112,18 +140,21 @@ class SearchConfig(Section):
         "rejected, no PRM (docs/algorithm.md, 'Control arm').",
     )
     samples_per_question: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="sampling: N whole solutions per question (Stage 3: small_candidates_factor "
         "x N); None = num_candidates. With sampling_token_budget set it caps the samples instead.",
     )
     sampling_token_budget: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="sampling: draw whole solutions in rounds until this many tokens were "
         "generated for the question (Stage 3: small_candidates_factor x); set it to a pruned "
         "run's measured Stage-1 tokens per question to compare the two at equal budget.",
     )
     sampling_max_tokens: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="sampling: token limit of one whole solution; None = the longest path the "
         "pruned search can write (max_depth x max_step_tokens + completion_max_tokens).",
     )
@@ -131,7 +162,9 @@ class SearchConfig(Section):
 
 class RewardConfig(Section):
     use_prm: bool = Field(True, description="Include the PRM term of Eq.3.")
-    use_advantage: bool = Field(True, description="Include (pi(s_t)-pi(s_t-1))/max(prm(s_t-1), eps).")
+    use_advantage: bool = Field(
+        True, description="Include (pi(s_t)-pi(s_t-1))/max(prm(s_t-1), eps)."
+    )
     use_orm: bool = Field(True, description="Add ORM(prefix) in Stages 2 and 3.")
     orm_weight: float = 1.0
     epsilon: float = Field(1e-3, gt=0)
@@ -164,7 +197,9 @@ class RoutingConfig(Section):
 class PairsConfig(Section):
     step_pairs: bool = Field(False, description="Also emit step-level sibling pairs.")
     step_min_gap: float = Field(0.2, ge=0, description="Min reward gap for a step pair.")
-    eval_fraction: float = Field(0.1, ge=0, lt=1, description="Share of questions in pairs/eval.parquet.")
+    eval_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of questions in pairs/eval.parquet."
+    )
     seed: int = 0
 
 
@@ -185,15 +220,21 @@ class TrainingConfig(Section):
     save_merged: bool = False
     logging_steps: int = Field(1, ge=1)
     seed: int = 0
-    save_steps: int | None = Field(None, ge=0, description="Write a resumable checkpoint every N "
-                                   "optimizer steps; None: after the first step that ends a minute "
-                                   "or more after the last checkpoint; 0: only at evaluations and "
-                                   "on a stop.")
+    save_steps: int | None = Field(
+        None,
+        ge=0,
+        description="Write a resumable checkpoint every N "
+        "optimizer steps; None: after the first step that ends a minute "
+        "or more after the last checkpoint; 0: only at evaluations and "
+        "on a stop.",
+    )
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept (the best one besides).")
 
 
 class EvaluationConfig(Section):
-    benchmarks: list[str] = Field(default_factory=lambda: ["gsm8k", "math500", "aime24", "amc23", "olympiadbench"])
+    benchmarks: list[str] = Field(
+        default_factory=lambda: ["gsm8k", "math500", "aime24", "amc23", "olympiadbench"]
+    )
     limit: int | None = Field(None, gt=0)
     temperature: float = Field(0.1, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -203,8 +244,12 @@ class EvaluationConfig(Section):
     self_correction: bool = True
     compare_base: bool = True
     seed: int = 0
-    bootstrap_samples: int = Field(10000, ge=100, description="Paired-bootstrap resamples of the "
-                                   "Pass@1 difference's 95% CI (base vs trained, `sphere compare`).")
+    bootstrap_samples: int = Field(
+        10000,
+        ge=100,
+        description="Paired-bootstrap resamples of the "
+        "Pass@1 difference's 95% CI (base vs trained, `sphere compare`).",
+    )
     bootstrap_seed: int = Field(0, description="Seed of the paired bootstrap.")
 
 
@@ -215,23 +260,31 @@ class GradingConfig(Section):
 
 
 class EvolutionConfig(Section):
-    rounds: int = Field(1, ge=1, description="Self-evolution rounds: round r searches with the model "
-                        "trained in round r-1 (pi_r) and trains pi_r+1 from it.")
+    rounds: int = Field(
+        1,
+        ge=1,
+        description="Self-evolution rounds: round r searches with the model "
+        "trained in round r-1 (pi_r) and trains pi_r+1 from it.",
+    )
     questions_per_round: int | None = Field(
         None, gt=0, description="Questions per round (None: data.limit, or every question)."
     )
     question_schedule: Literal["same", "fresh"] = Field(
-        "same", description="same: every round searches the same questions; fresh: round r takes the "
-        "next unused slice of the question file (needs questions_per_round or data.limit)."
+        "same",
+        description="same: every round searches the same questions; fresh: round r takes the "
+        "next unused slice of the question file (needs questions_per_round or data.limit).",
     )
     evolve_small: bool = Field(
-        False, description="Later rounds also use the trained policy as pi_small (default: unchanged)."
+        False,
+        description="Later rounds also use the trained policy as pi_small (default: unchanged).",
     )
 
 
 class StorageConfig(Section):
     home: str | None = Field(None, description="Base dir; None = $SPHERE_HOME or ./.sphere.")
-    database_url: str | None = Field(None, description="None = $SPHERE_DATABASE_URL or SQLite in home.")
+    database_url: str | None = Field(
+        None, description="None = $SPHERE_DATABASE_URL or SQLite in home."
+    )
 
 
 class OrchestrationConfig(Section):
@@ -242,9 +295,12 @@ class OrchestrationConfig(Section):
     ray_address: str | None = None
     max_workers: int = Field(1, ge=1, description="Concurrent shard tasks (thread runner).")
     max_error_fraction: float = Field(
-        0.25, ge=0, le=1,
+        0.25,
+        ge=0,
+        le=1,
         description="A stage whose share of questions ending in error exceeds this fails the run "
-                    "(1 = never); below it the errors are counted and `sphere resume` retries them.")
+        "(1 = never); below it the errors are counted and `sphere resume` retries them.",
+    )
 
 
 class SphereConfig(Section):
@@ -266,16 +322,24 @@ class SphereConfig(Section):
     @model_validator(mode="after")
     def _fresh_rounds_need_a_slice_size(self) -> SphereConfig:
         evo = self.evolution
-        if evo.question_schedule == "fresh" and evo.questions_per_round is None and self.data.limit is None:
-            raise ValueError("evolution.question_schedule=fresh needs evolution.questions_per_round "
-                             "(or data.limit): the size of each round's slice")
+        if (
+            evo.question_schedule == "fresh"
+            and evo.questions_per_round is None
+            and self.data.limit is None
+        ):
+            raise ValueError(
+                "evolution.question_schedule=fresh needs evolution.questions_per_round "
+                "(or data.limit): the size of each round's slice"
+            )
         return self
 
     @model_validator(mode="after")
     def _sampling_has_no_step_pairs(self) -> SphereConfig:
         if self.search.strategy == "sampling" and self.pairs.step_pairs:
-            raise ValueError("pairs.step_pairs needs search.strategy=pruned: step pairs rank sibling "
-                             "steps by PRM reward, and the sampling strategy scores no steps")
+            raise ValueError(
+                "pairs.step_pairs needs search.strategy=pruned: step pairs rank sibling "
+                "steps by PRM reward, and the sampling strategy scores no steps"
+            )
         return self
 
     # -- derived views -------------------------------------------------------------
@@ -384,13 +448,20 @@ def validate(tree: dict[str, Any]) -> SphereConfig:
 
 def check_registered_names(cfg: SphereConfig) -> None:
     """Backends, PRM/ORM kinds, stages and benchmarks must be known (registries, not lists)."""
+
     def check(key: str, value: str, known: list[str], what: str) -> None:
         if value not in known:
-            raise ConfigError(f"invalid config value for '{key}': unknown {what} {value!r}; "
-                              f"known: {', '.join(known)}")
+            raise ConfigError(
+                f"invalid config value for '{key}': unknown {what} {value!r}; "
+                f"known: {', '.join(known)}"
+            )
 
     generators = available("generator")
-    specs = {"models.policy": cfg.models.policy, "models.small": cfg.models.small, "prm.model": cfg.prm.model}
+    specs = {
+        "models.policy": cfg.models.policy,
+        "models.small": cfg.models.small,
+        "prm.model": cfg.prm.model,
+    }
     for key, spec in specs.items():
         if spec is not None:
             check(f"{key}.backend", spec.backend, generators, "generator backend")

@@ -55,6 +55,8 @@ def pick_dtype(name: str, device: str):
     if name == "auto":
         return torch.bfloat16 if use_bf16("auto", device) else torch.float32
     try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+            name
+        ]
     except KeyError:
         raise ModelLoadError(f"unknown dtype {name!r}; use auto | {' | '.join(DTYPES)}") from None

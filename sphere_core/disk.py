@@ -18,7 +18,7 @@ from pathlib import Path
 from sphere_core.errors import DiskFullError
 
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -43,14 +43,17 @@ def human(n: int | None) -> str:
         return "unknown"
     if n >= GIB:
         return f"{n / GIB:.1f} GiB"
-    return f"{n / 1024 ** 2:.0f} MiB"
+    return f"{n / 1024**2:.0f} MiB"
 
 
 def describe(exc: OSError) -> str:
     """One line for a disk error: what happened, where, and how much space is left there."""
     path = exc.filename or exc.filename2
-    what = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-            errno.EROFS: "read-only file system"}.get(exc.errno, exc.strerror or "disk error")
+    what = {
+        errno.ENOSPC: "no space left on device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "read-only file system",
+    }.get(exc.errno, exc.strerror or "disk error")
     where = f" writing {path}" if path else ""
     free = f" ({human(free_bytes(path))} free there)" if path and exc.errno != errno.EROFS else ""
     return f"{what}{where}{free}"
@@ -61,5 +64,7 @@ def require_free(path: Path, need: int, what: str) -> None:
     when its file system has less free."""
     free = free_bytes(path)
     if free is not None and need > 0 and free < need:
-        raise DiskFullError(f"{what} need about {human(need)} under {path}, but only "
-                            f"{human(free)} is free there; free some space")
+        raise DiskFullError(
+            f"{what} need about {human(need)} under {path}, but only "
+            f"{human(free)} is free there; free some space"
+        )

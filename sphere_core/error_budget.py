@@ -32,8 +32,12 @@ def stage_errors(routing_counts: list[dict[str, Any]]) -> dict[str, tuple[int, i
     return out
 
 
-def check_error_budget(routing_counts: list[dict[str, Any]], max_fraction: float,
-                       first_error: Callable[[str], str], run_id: str) -> str | None:
+def check_error_budget(
+    routing_counts: list[dict[str, Any]],
+    max_fraction: float,
+    first_error: Callable[[str], str],
+    run_id: str,
+) -> str | None:
     """Raise when a stage is over the budget; else the note of the errors (None: no errors).
 
     ``first_error(stage)`` gives "question_id: message" of the stage's first error row.
@@ -51,9 +55,11 @@ def check_error_budget(routing_counts: list[dict[str, Any]], max_fraction: float
         return None
     where = ", ".join(f"{s} {e}/{t}" for s, (e, t) in per_stage.items() if e)
     first = next(s for s, (e, _) in per_stage.items() if e)
-    return (f"{errors} error{'s' if errors != 1 else ''} within "
-            f"orchestration.max_error_fraction={max_fraction:g} ({where}); first: "
-            f"{first_error(first)}")
+    return (
+        f"{errors} error{'s' if errors != 1 else ''} within "
+        f"orchestration.max_error_fraction={max_fraction:g} ({where}); first: "
+        f"{first_error(first)}"
+    )
 
 
 def errors_in_note(note: str | None) -> int | None:
@@ -69,7 +75,7 @@ def one_line(text: str, limit: int = 300) -> str:
 
 
 def first_error(home: Any, plan: Any, stage: str) -> str:
-    """"question_id: message" of the first ``error`` row of ``stage`` in a round's shards."""
+    """ "question_id: message" of the first ``error`` row of ``stage`` in a round's shards."""
     from pathlib import Path
 
     from sphere_core.storage.run_outputs import RunOutputs, routing_output

@@ -155,8 +155,13 @@ class LogSession:
     ``home`` None: no file (console only), used when the home itself is unusable.
     """
 
-    def __init__(self, home: Path | None, argv: list[str] | None = None,
-                 console_level: int = logging.WARNING, keep: int = KEEP_LOGS):
+    def __init__(
+        self,
+        home: Path | None,
+        argv: list[str] | None = None,
+        console_level: int = logging.WARNING,
+        keep: int = KEEP_LOGS,
+    ):
         self.home, self.argv, self.keep = home, list(argv or []), keep
         self.path: Path | None = None
         self.console = ConsoleLineHandler(console_level, max(console_level, logging.WARNING))
@@ -192,8 +197,12 @@ class LogSession:
         logging.captureWarnings(True)
         self._previous, _active = _active, self
         logging.getLogger("sphere.cli").debug(
-            "sphere %s (pid %d, cwd %s, python %s)", " ".join(map(redact, self.argv)), os.getpid(),
-            os.getcwd(), sys.version.split()[0])
+            "sphere %s (pid %d, cwd %s, python %s)",
+            " ".join(map(redact, self.argv)),
+            os.getpid(),
+            os.getcwd(),
+            sys.version.split()[0],
+        )
         return self
 
     def set_console_level(self, level: int) -> None:
@@ -203,14 +212,18 @@ class LogSession:
 
     def record_exception(self, exc: BaseException, message: str) -> None:
         """Write ``message`` and the full traceback of ``exc`` to the log file only."""
-        logging.getLogger("sphere.cli").error(
-            message, exc_info=(type(exc), exc, exc.__traceback__))
+        logging.getLogger("sphere.cli").error(message, exc_info=(type(exc), exc, exc.__traceback__))
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         global _active
         logging.getLogger("sphere.cli").debug(
-            "finished after %.1f s", time.monotonic() - self._started)
+            "finished after %.1f s", time.monotonic() - self._started
+        )
         root = logging.getLogger()
         root.removeHandler(self.console)
         if self.file is not None:

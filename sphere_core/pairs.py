@@ -37,7 +37,9 @@ def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
-def _trajectory_candidates(routing: pd.DataFrame, questions: pd.DataFrame, run_id: str) -> list[dict]:
+def _trajectory_candidates(
+    routing: pd.DataFrame, questions: pd.DataFrame, run_id: str
+) -> list[dict]:
     """Each stage's pair candidates for its routing rows (``Stage.pair_candidates``)."""
     from sphere_core.stages import get_stage
 
@@ -50,7 +52,9 @@ def _trajectory_candidates(routing: pd.DataFrame, questions: pd.DataFrame, run_i
         question = by_id.get(r["question_id"])
         if question is None or r["decision"] == "error":
             continue
-        out.extend(get_stage(r["stage"]).pair_candidates(r, question, upstream[r["question_id"]], run_id))
+        out.extend(
+            get_stage(r["stage"]).pair_candidates(r, question, upstream[r["question_id"]], run_id)
+        )
     return out
 
 
@@ -71,8 +75,13 @@ def _violation(c: dict) -> str | None:
     return None
 
 
-def _step_pairs(trees: pd.DataFrame, routing: pd.DataFrame, questions: pd.DataFrame,
-                cfg: SphereConfig, run_id: str) -> list[dict]:
+def _step_pairs(
+    trees: pd.DataFrame,
+    routing: pd.DataFrame,
+    questions: pd.DataFrame,
+    cfg: SphereConfig,
+    run_id: str,
+) -> list[dict]:
     from sphere_core.stages import get_stage
 
     qs = questions.set_index("question_id")
@@ -83,7 +92,9 @@ def _step_pairs(trees: pd.DataFrame, routing: pd.DataFrame, questions: pd.DataFr
     delim = cfg.search.step_delimiter
     out = []
     keyed = trees.assign(_parent=trees["parent_id"].fillna(""))
-    for (qid, stage, parent, path), sib in keyed.groupby(["question_id", "stage", "_parent", "path"], sort=True):
+    for (qid, stage, parent, path), sib in keyed.groupby(
+        ["question_id", "stage", "_parent", "path"], sort=True
+    ):
         if (qid, stage) not in sources or qid not in qs.index or len(sib) < 2:
             continue
         sib = sib[sib["text"].str.len() > 0].sort_values("candidate_index")
@@ -91,7 +102,10 @@ def _step_pairs(trees: pd.DataFrame, routing: pd.DataFrame, questions: pd.DataFr
             continue
         best = sib.loc[sib["reward"].idxmax()]
         worst = sib.loc[sib["reward"].idxmin()]
-        if best["reward"] - worst["reward"] < cfg.pairs.step_min_gap or best["text"] == worst["text"]:
+        if (
+            best["reward"] - worst["reward"] < cfg.pairs.step_min_gap
+            or best["text"] == worst["text"]
+        ):
             continue
         prefix: list[str] = []
         node = parent or None
@@ -101,21 +115,34 @@ def _step_pairs(trees: pd.DataFrame, routing: pd.DataFrame, questions: pd.DataFr
         prefix = prefix[::-1]
         problem, gold = qs.at[qid, "problem"], str(qs.at[qid, "answer"])
         prompt = get_stage(stage).messages(problem, sources[(qid, stage)])
-        out.append({
-            "prompt": prompt,
-            "chosen": _assistant(delim.join(prefix + [best["text"]])),
-            "rejected": _assistant(delim.join(prefix + [worst["text"]])),
-            "question_id": qid, "stage": stage, "route": "step", "granularity": "step",
-            "gold_answer": gold, "reward_chosen": float(best["reward"]),
-            "reward_rejected": float(worst["reward"]),
-            "answer_chosen": best["extracted_answer"], "answer_rejected": worst["extracted_answer"],
-            "run_id": run_id,
-        })
+        out.append(
+            {
+                "prompt": prompt,
+                "chosen": _assistant(delim.join(prefix + [best["text"]])),
+                "rejected": _assistant(delim.join(prefix + [worst["text"]])),
+                "question_id": qid,
+                "stage": stage,
+                "route": "step",
+                "granularity": "step",
+                "gold_answer": gold,
+                "reward_chosen": float(best["reward"]),
+                "reward_rejected": float(worst["reward"]),
+                "answer_chosen": best["extracted_answer"],
+                "answer_rejected": worst["extracted_answer"],
+                "run_id": run_id,
+            }
+        )
     return out
 
 
-def assemble_pairs(cfg: SphereConfig, questions: pd.DataFrame, routing: pd.DataFrame,
-                   trees: pd.DataFrame | None, *, run_id: str) -> PairBuild:
+def assemble_pairs(
+    cfg: SphereConfig,
+    questions: pd.DataFrame,
+    routing: pd.DataFrame,
+    trees: pd.DataFrame | None,
+    *,
+    run_id: str,
+) -> PairBuild:
     """All pairs (trajectory, plus step pairs when enabled) and the dropped candidates."""
     dropped: list[dict[str, Any]] = []
     rows: list[dict] = []
@@ -136,7 +163,9 @@ def _split_hash(question_id: str, seed: int) -> float:
     return int(digest[:15], 16) / float(16**15)
 
 
-def split_pairs(pairs: pd.DataFrame, eval_fraction: float, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_pairs(
+    pairs: pd.DataFrame, eval_fraction: float, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Deterministic split by question-id hash; all pairs of a question land on one side.
 
     With eval_fraction > 0 and >= 2 questions, neither side is left empty.
@@ -152,12 +181,19 @@ def split_pairs(pairs: pd.DataFrame, eval_fraction: float, seed: int = 0) -> tup
     return pairs[~mask].reset_index(drop=True), pairs[mask].reset_index(drop=True)
 
 
-def build_pairs(cfg: SphereConfig, questions: pd.DataFrame, routing: pd.DataFrame,
-                trees: pd.DataFrame | None, *, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+def build_pairs(
+    cfg: SphereConfig,
+    questions: pd.DataFrame,
+    routing: pd.DataFrame,
+    trees: pd.DataFrame | None,
+    *,
+    run_id: str,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     """(train, eval, dropped) for a run: PAIR_COLUMNS frames and the dropped candidates."""
     built = assemble_pairs(cfg, questions, routing, trees, run_id=run_id)
     train, evaluation = split_pairs(built.pairs, cfg.pairs.eval_fraction, cfg.pairs.seed)
     return train, evaluation, built.dropped
+
 
 def pair_schema():
     """The Arrow schema of pair files, so that an empty file still has typed columns
@@ -165,8 +201,13 @@ def pair_schema():
     import pyarrow as pa
 
     message = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-    types = {"prompt": message, "chosen": message, "rejected": message,
-             "reward_chosen": pa.float64(), "reward_rejected": pa.float64()}
+    types = {
+        "prompt": message,
+        "chosen": message,
+        "rejected": message,
+        "reward_chosen": pa.float64(),
+        "reward_rejected": pa.float64(),
+    }
     return pa.schema([(c, types.get(c, pa.string())) for c in PAIR_COLUMNS])
 
 

@@ -49,7 +49,9 @@ def named_dir(parent: Path, name: str, what: str) -> Path:
     resolved_parent = Path(parent).resolve()
     resolved = path.resolve()
     if resolved.parent != resolved_parent:
-        raise InvalidNameError(f"{what} {name!r}: {path} resolves to {resolved}, outside {resolved_parent}")
+        raise InvalidNameError(
+            f"{what} {name!r}: {path} resolves to {resolved}, outside {resolved_parent}"
+        )
     return path
 
 
@@ -96,8 +98,11 @@ def writable_dir(path: str | os.PathLike, what: str = "directory") -> Path:
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        reason = "a parent of it is a file" if err.errno in (errno.ENOTDIR, errno.EEXIST) else (
-            err.strerror or str(err))
+        reason = (
+            "a parent of it is a file"
+            if err.errno in (errno.ENOTDIR, errno.EEXIST)
+            else (err.strerror or str(err))
+        )
         raise HomeError(f"{what} {target} cannot be created: {reason}") from err
     try:
         fd, probe = tempfile.mkstemp(prefix=".sphere-write-probe-", dir=target)

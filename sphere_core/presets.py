@@ -14,8 +14,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "models": {"small": {"path": "embedded-small"}},
         "data": {"path": "builtin:gsm8k_demo", "limit": 8},
-        "search": {"num_candidates": 3, "max_depth": 3, "max_step_tokens": 96,
-                   "completion_max_tokens": 160},
+        "search": {
+            "num_candidates": 3,
+            "max_depth": 3,
+            "max_step_tokens": 96,
+            "completion_max_tokens": 160,
+        },
         "prm": {"kind": "judge", "batch_size": 16},
         "training": {
             "num_epochs": 1,
@@ -39,8 +43,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "study": {
         "models": {"small": {"path": "embedded-small"}},
         "data": {"path": "builtin:gsm8k_study", "limit": 128},
-        "search": {"num_candidates": 3, "max_depth": 3, "max_step_tokens": 96,
-                   "completion_max_tokens": 160},
+        "search": {
+            "num_candidates": 3,
+            "max_depth": 3,
+            "max_step_tokens": 96,
+            "completion_max_tokens": 160,
+        },
         "prm": {"kind": "judge", "batch_size": 16},
         "training": {
             "num_epochs": 2,
@@ -52,8 +60,13 @@ PRESETS: dict[str, dict[str, Any]] = {
             "per_device_batch_size": 4,
             "max_length": 640,
         },
-        "evaluation": {"benchmarks": ["gsm8k"], "limit": 300, "greedy": True,
-                       "max_new_tokens": 320, "self_correction": False},
+        "evaluation": {
+            "benchmarks": ["gsm8k"],
+            "limit": 300,
+            "greedy": True,
+            "max_new_tokens": 320,
+            "self_correction": False,
+        },
         "pairs": {"eval_fraction": 0.1},
         "orchestration": {"shard_size": 16, "retries": 1, "retry_delay_s": 5},
     },

@@ -38,18 +38,34 @@ class GradedPath:
     reward: float
 
 
-def routing_row(run_id: str, question_id: str, stage: str, decision: str, reason: str,
-                best: GradedPath | None, worst: GradedPath | None, source: str | None = None,
-                error: str | None = None) -> dict[str, Any]:
+def routing_row(
+    run_id: str,
+    question_id: str,
+    stage: str,
+    decision: str,
+    reason: str,
+    best: GradedPath | None,
+    worst: GradedPath | None,
+    source: str | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
     """One ROUTING_COLUMNS row: the decision, its reason and the evidence."""
     row = {
-        "run_id": run_id, "question_id": question_id, "stage": stage, "decision": decision,
+        "run_id": run_id,
+        "question_id": question_id,
+        "stage": stage,
+        "decision": decision,
         "reason": reason,
-        "answer_max": best.answer if best else None, "answer_min": worst.answer if worst else None,
-        "correct_max": best.correct if best else None, "correct_min": worst.correct if worst else None,
-        "reward_max": best.reward if best else math.nan, "reward_min": worst.reward if worst else math.nan,
-        "solution_max": best.text if best else None, "solution_min": worst.text if worst else None,
-        "source_solution": source, "error": error,
+        "answer_max": best.answer if best else None,
+        "answer_min": worst.answer if worst else None,
+        "correct_max": best.correct if best else None,
+        "correct_min": worst.correct if worst else None,
+        "reward_max": best.reward if best else math.nan,
+        "reward_min": worst.reward if worst else math.nan,
+        "solution_max": best.text if best else None,
+        "solution_min": worst.text if worst else None,
+        "source_solution": source,
+        "error": error,
     }
     assert list(row) == ROUTING_COLUMNS
     return row
@@ -61,5 +77,13 @@ def describe(path: GradedPath) -> str:
 
 
 def error_row(run_id: str, question_id: str, stage: str, message: str) -> dict[str, Any]:
-    return routing_row(run_id, question_id, stage, "error", f"The {stage} search failed: {message}",
-                       None, None, error=message)
+    return routing_row(
+        run_id,
+        question_id,
+        stage,
+        "error",
+        f"The {stage} search failed: {message}",
+        None,
+        None,
+        error=message,
+    )

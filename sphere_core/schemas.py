@@ -17,9 +17,24 @@ REJECT_COLUMNS = ["source", "row", "reason", "raw"]
 
 # tree: one row per generated candidate step (Stage 1/2/3 search)
 TREE_COLUMNS = [
-    "run_id", "question_id", "stage", "path", "depth", "node_id", "parent_id",
-    "candidate_index", "text", "policy_mean_logprob", "prm_score", "orm_score",
-    "reward", "selected", "terminal", "finish_reason", "extracted_answer", "completion",
+    "run_id",
+    "question_id",
+    "stage",
+    "path",
+    "depth",
+    "node_id",
+    "parent_id",
+    "candidate_index",
+    "text",
+    "policy_mean_logprob",
+    "prm_score",
+    "orm_score",
+    "reward",
+    "selected",
+    "terminal",
+    "finish_reason",
+    "extracted_answer",
+    "completion",
     "num_tokens",
 ]
 """``completion`` is True on a step written by the completion rollout that finishes a path which
@@ -29,10 +44,21 @@ generated tokens are the sum over its tree rows (missing, i.e. NaN, in runs made
 
 # routing: one row per question per stage
 ROUTING_COLUMNS = [
-    "run_id", "question_id", "stage", "decision", "reason",
-    "answer_max", "answer_min", "correct_max", "correct_min",
-    "reward_max", "reward_min", "solution_max", "solution_min",
-    "source_solution", "error",
+    "run_id",
+    "question_id",
+    "stage",
+    "decision",
+    "reason",
+    "answer_max",
+    "answer_min",
+    "correct_max",
+    "correct_min",
+    "reward_max",
+    "reward_min",
+    "solution_max",
+    "solution_min",
+    "source_solution",
+    "error",
 ]
 
 # routing decisions: each stage declares the ones it emits (``Stage.decisions``); the ordered
@@ -40,8 +66,18 @@ ROUTING_COLUMNS = [
 
 # pairs; prompt/chosen/rejected are TRL conversational message lists
 PAIR_COLUMNS = [
-    "prompt", "chosen", "rejected", "question_id", "stage", "route", "granularity",
-    "gold_answer", "reward_chosen", "reward_rejected", "answer_chosen", "answer_rejected",
+    "prompt",
+    "chosen",
+    "rejected",
+    "question_id",
+    "stage",
+    "route",
+    "granularity",
+    "gold_answer",
+    "reward_chosen",
+    "reward_rejected",
+    "answer_chosen",
+    "answer_rejected",
     "run_id",
 ]
 

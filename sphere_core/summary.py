@@ -33,12 +33,17 @@ def token_usage(trees: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, dict[str,
     first stage, i.e. of the run), per pair by the pairs the stage yielded. None where there is
     nothing to divide by, or the trees predate the ``num_tokens`` column.
     """
+
     def usage(tree: pd.DataFrame, questions: int, n_pairs: int) -> dict[str, Any]:
         known = "num_tokens" in tree.columns and tree["num_tokens"].notna().any()
         total = int(tree["num_tokens"].fillna(0).sum()) if known else None
-        return {"total": total, "questions": questions, "pairs": n_pairs,
-                "per_question": round(total / questions, 1) if known and questions else None,
-                "per_pair": round(total / n_pairs, 1) if known and n_pairs else None}
+        return {
+            "total": total,
+            "questions": questions,
+            "pairs": n_pairs,
+            "per_question": round(total / questions, 1) if known and questions else None,
+            "per_pair": round(total / n_pairs, 1) if known and n_pairs else None,
+        }
 
     out: dict[str, dict[str, Any]] = {}
     for stage in _titles():
@@ -50,9 +55,14 @@ def token_usage(trees: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, dict[str,
     return out
 
 
-def summarize(routing: pd.DataFrame, pairs: pd.DataFrame, *, run_id: str,
-              stages_run: list[str] | None = None,
-              trees: pd.DataFrame | None = None) -> dict[str, Any]:
+def summarize(
+    routing: pd.DataFrame,
+    pairs: pd.DataFrame,
+    *,
+    run_id: str,
+    stages_run: list[str] | None = None,
+    trees: pd.DataFrame | None = None,
+) -> dict[str, Any]:
     """Counts per stage and decision, pairs per stage / route / granularity, and (with
     ``trees``) the generated tokens per stage (``token_usage``)."""
     stages: dict[str, dict[str, int]] = {}
@@ -68,14 +78,22 @@ def summarize(routing: pd.DataFrame, pairs: pd.DataFrame, *, run_id: str,
         "run_id": run_id,
         "stages_run": stages_run or [s for s in stages if stages[s]["questions"]],
         "stages": stages,
-        "pairs": {"total": len(pairs), "by_stage": counts("stage"), "by_route": counts("route"),
-                  "by_granularity": counts("granularity")},
+        "pairs": {
+            "total": len(pairs),
+            "by_stage": counts("stage"),
+            "by_route": counts("route"),
+            "by_granularity": counts("granularity"),
+        },
         **({"tokens": token_usage(trees, pairs)} if trees is not None else {}),
     }
 
 
-def summary_table(routing: pd.DataFrame, pairs: pd.DataFrame,
-                  title: str = "SPHERE preference data", trees: pd.DataFrame | None = None):
+def summary_table(
+    routing: pd.DataFrame,
+    pairs: pd.DataFrame,
+    title: str = "SPHERE preference data",
+    trees: pd.DataFrame | None = None,
+):
     """A rich Table: questions per stage, decisions, and pairs produced per stage; with ``trees``
     also the tokens generated (total, per question, per pair)."""
     from rich.table import Table
@@ -99,9 +117,16 @@ def summary_table(routing: pd.DataFrame, pairs: pd.DataFrame,
     for stage, label in titles.items():
         row = s["stages"][stage]
         decisions = ", ".join(f"{d} {row[d]}" for d in _in_order(set(row) - {"questions"})) or "-"
-        table.add_row(label, str(row["questions"]), decisions, str(by_stage.get(stage, 0)),
-                      *tokens(stage))
+        table.add_row(
+            label, str(row["questions"]), decisions, str(by_stage.get(stage, 0)), *tokens(stage)
+        )
     first = next(iter(titles))
-    table.add_row("Total", str(s["stages"][first]["questions"]), "", str(s["pairs"]["total"]),
-                  *tokens("all"), style="bold")
+    table.add_row(
+        "Total",
+        str(s["stages"][first]["questions"]),
+        "",
+        str(s["pairs"]["total"]),
+        *tokens("all"),
+        style="bold",
+    )
     return table

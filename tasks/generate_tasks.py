@@ -25,34 +25,53 @@ def ingest_task(cfg: SphereConfig, home: str) -> tuple[str, int, int, int]:
 
     key = ingest_key(cfg, input_fingerprint(question_file(cfg)))
     n_shards, questions, rejected, _ = RunOutputs(Path(home)).ingest(
-        key, cfg.orchestration.shard_size, lambda: ingest_for_run(cfg, Path(home)))
+        key, cfg.orchestration.shard_size, lambda: ingest_for_run(cfg, Path(home))
+    )
     return key, n_shards, questions, rejected
 
 
-@task(name="search-stage", task_run_name="{stage}-shard-{shard:05d}", cache_key_fn=shard_cache_key,
-      retry_condition_fn=retry_condition)
-def stage_task(stage: str, cfg: SphereConfig, home: str, run_id: str, plan: RunPlan, shard: int) -> ShardInfo:
+@task(
+    name="search-stage",
+    task_run_name="{stage}-shard-{shard:05d}",
+    cache_key_fn=shard_cache_key,
+    retry_condition_fn=retry_condition,
+)
+def stage_task(
+    stage: str, cfg: SphereConfig, home: str, run_id: str, plan: RunPlan, shard: int
+) -> ShardInfo:
     """One stage on one shard of questions (search, grade, route)."""
     from sphere_core.search.pruned import SearchStats
     from sphere_core.stages.runner import run_stage
 
     stats = SearchStats()
     info = RunOutputs(Path(home)).stage_shard(
-        plan, stage, shard,
-        lambda questions, upstream: run_stage(stage, cfg, questions, upstream, run_id=run_id,
-                                              home=Path(home), stats=stats))
+        plan,
+        stage,
+        shard,
+        lambda questions, upstream: run_stage(
+            stage, cfg, questions, upstream, run_id=run_id, home=Path(home), stats=stats
+        ),
+    )
     info.search = stats.as_dict()
-    progress.emit("shard", f"{stage} shard {shard + 1}/{plan.n_shards}: {info.questions} questions "
-                  f"{info.counts or ''}{' (cached)' if info.cached else f' in {info.elapsed_s:.1f}s'}"
-                  f"{f' ({info.retried} searched again)' if info.retried else ''}",
-                  stage=stage, shard=shard, total=plan.n_shards, counts=info.counts,
-                  elapsed_s=info.elapsed_s, cached=info.cached)
+    progress.emit(
+        "shard",
+        f"{stage} shard {shard + 1}/{plan.n_shards}: {info.questions} questions "
+        f"{info.counts or ''}{' (cached)' if info.cached else f' in {info.elapsed_s:.1f}s'}"
+        f"{f' ({info.retried} searched again)' if info.retried else ''}",
+        stage=stage,
+        shard=shard,
+        total=plan.n_shards,
+        counts=info.counts,
+        elapsed_s=info.elapsed_s,
+        cached=info.cached,
+    )
     return info
 
 
 @task(name="assemble-pairs", task_run_name="assemble-pairs", retry_condition_fn=retry_condition)
-def pairs_task(cfg: SphereConfig, home: str, run_id: str, plan: RunPlan,
-               refresh: bool = False) -> dict:
+def pairs_task(
+    cfg: SphereConfig, home: str, run_id: str, plan: RunPlan, refresh: bool = False
+) -> dict:
     """Train/eval preference pairs from every stage's routing (one task per run); ``refresh``
     when a stage shard was searched again (pairs built before are stale)."""
     from sphere_core.pairs import build_pairs

@@ -32,30 +32,65 @@ def train_task(cfg: SphereConfig, home: str, run_id: str, round: int = 1) -> Tra
     with training_claim(view.model_dir(), f"run {run_id} round {round}"):  # one trainer at a time
         if done := evolution.finished_training(view.model_dir(), key):
             return TrainingResult(**{k: v for k, v in done.items() if k != "key"})
-        result = train_dpo(cfg, view.pairs_path("train"), view.pairs_path("eval"), view.model_dir(),
-                           Path(home), key=key)
+        result = train_dpo(
+            cfg,
+            view.pairs_path("train"),
+            view.pairs_path("eval"),
+            view.model_dir(),
+            Path(home),
+            key=key,
+        )
         if result.merged_dir:
             keys.write_weights_record(result.merged_dir, cfg.models.policy.path, result.adapter_dir)
         record_training(cfg, Path(home), run_id, result, round)
-        out = TrainingResult(run_id, round, str(result.adapter_dir), str(result.merged_dir or "") or None,
-                             result.best_checkpoint, result.metrics)
+        out = TrainingResult(
+            run_id,
+            round,
+            str(result.adapter_dir),
+            str(result.merged_dir or "") or None,
+            result.best_checkpoint,
+            result.metrics,
+        )
         evolution.mark_trained(view.model_dir(), key, asdict(out))
     return out
 
 
-@task(name="evaluate", task_run_name="evaluate-{label}-{benchmark}", retry_condition_fn=retry_condition)
-def evaluate_task(cfg: SphereConfig, home: str, run_id: str, label: str, spec: ModelSpec,
-                  benchmark: str, limit: int | None, benchmark_file: str | None, out_dir: str,
-                  round: int = 1) -> list[dict]:
+@task(
+    name="evaluate",
+    task_run_name="evaluate-{label}-{benchmark}",
+    retry_condition_fn=retry_condition,
+)
+def evaluate_task(
+    cfg: SphereConfig,
+    home: str,
+    run_id: str,
+    label: str,
+    spec: ModelSpec,
+    benchmark: str,
+    limit: int | None,
+    benchmark_file: str | None,
+    out_dir: str,
+    round: int = 1,
+) -> list[dict]:
     """One model on one benchmark: per-item Parquet under ``out_dir``, summary in the store."""
     from sphere_core.evaluation.runner import evaluate_model
     from sphere_core.storage.run_records import record_evaluation
 
-    _, summary = evaluate_model(cfg, label, spec, benchmark, limit, benchmark_file, home=Path(home),
-                            out_dir=Path(out_dir))
-    record_evaluation(cfg, Path(home), run_id, summary, round=round,
-                      details={"model": spec.model_dump(mode="json"), "benchmark_file": benchmark_file,
-                               "greedy": cfg.evaluation.greedy})
+    _, summary = evaluate_model(
+        cfg, label, spec, benchmark, limit, benchmark_file, home=Path(home), out_dir=Path(out_dir)
+    )
+    record_evaluation(
+        cfg,
+        Path(home),
+        run_id,
+        summary,
+        round=round,
+        details={
+            "model": spec.model_dump(mode="json"),
+            "benchmark_file": benchmark_file,
+            "greedy": cfg.evaluation.greedy,
+        },
+    )
     return summary.to_dict(orient="records")
 
 

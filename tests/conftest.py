@@ -59,8 +59,10 @@ def prefect_api() -> str:
         yield PREFECT_API_URL.value()
 
 
-SHIPPED_DATA = (REPO_ROOT / "sphere_core" / "data" / "benchmarks",
-                REPO_ROOT / "sphere_core" / "data" / "builtin")
+SHIPPED_DATA = (
+    REPO_ROOT / "sphere_core" / "data" / "benchmarks",
+    REPO_ROOT / "sphere_core" / "data" / "builtin",
+)
 
 
 class ShippedData:
@@ -103,8 +105,12 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_terminal_summary(terminalreporter):
     """Count the tests that need ../shared, so a fresh clone sees what it did not run."""
-    marked = [r for r in terminalreporter.stats.get("skipped", [])
-              if "needs_shared" in getattr(r, "keywords", {})]
+    marked = [
+        r
+        for r in terminalreporter.stats.get("skipped", [])
+        if "needs_shared" in getattr(r, "keywords", {})
+    ]
     if marked:
-        terminalreporter.write_line(f"{len(marked)} test(s) marked needs_shared skipped: "
-                                    f"{SHARED} is not present")
+        terminalreporter.write_line(
+            f"{len(marked)} test(s) marked needs_shared skipped: {SHARED} is not present"
+        )

@@ -44,7 +44,14 @@ from sphere_core.errors import GenerationError
 from sphere_core.schemas import Step
 
 SCENARIOS = (
-    "contrastive", "inverted", "corrected", "unresolved", "diverse", "no_error", "noanswer", "error",
+    "contrastive",
+    "inverted",
+    "corrected",
+    "unresolved",
+    "diverse",
+    "no_error",
+    "noanswer",
+    "error",
 )
 EXPECTED = {  # scenario -> {stage: decision}
     "contrastive": {"stage1": "pair"},
@@ -68,8 +75,14 @@ def fake_question(scenario: str, answer: str = "42", index: int = 0) -> dict[str
         raise ValueError(f"unknown fake scenario {scenario!r}")
     problem = f"[fake:{scenario}:{answer}] Question {index}: what is the answer?"
     qid = hashlib.sha256(problem.encode()).hexdigest()[:16]
-    return {"question_id": qid, "problem": problem, "answer": answer, "source": "fake", "source_row": index + 1,
-            "source_id": None}
+    return {
+        "question_id": qid,
+        "problem": problem,
+        "answer": answer,
+        "source": "fake",
+        "source_row": index + 1,
+        "source_id": None,
+    }
 
 
 def fake_questions(scenarios: Sequence[str], answer: str = "42"):
@@ -77,7 +90,9 @@ def fake_questions(scenarios: Sequence[str], answer: str = "42"):
 
     from sphere_core.schemas import QUESTION_COLUMNS
 
-    return pd.DataFrame([fake_question(s, answer, i) for i, s in enumerate(scenarios)], columns=QUESTION_COLUMNS)
+    return pd.DataFrame(
+        [fake_question(s, answer, i) for i, s in enumerate(scenarios)], columns=QUESTION_COLUMNS
+    )
 
 
 def _wrong(answer: str) -> str:
@@ -105,7 +120,9 @@ class FakeGenerator:
     name = "fake"
     instances: ClassVar[list[FakeGenerator]] = []
 
-    def __init__(self, path: str = "fake-policy", terminal_depth: int = 1, adapter: str | None = None):
+    def __init__(
+        self, path: str = "fake-policy", terminal_depth: int = 1, adapter: str | None = None
+    ):
         self.path = path
         self.adapter = adapter  # a trained model is the same script (its LoRA is not applied)
         self.small = path.startswith("fake-small")
@@ -113,15 +130,21 @@ class FakeGenerator:
         self.calls: list[dict[str, Any]] = []
         FakeGenerator.instances.append(self)
 
-    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, messages: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         body = "".join(f"<|{m['role']}|>{m['content']}\n" for m in messages)
         return body + (ASSISTANT if add_generation_prompt else "")
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def generate_steps(self, prompts, n, temperature, stop, max_tokens, *, top_p=1.0, top_k=0, seed=None):
-        self.calls.append({"prompts": list(prompts), "n": n, "seed": seed, "max_tokens": max_tokens})
+    def generate_steps(
+        self, prompts, n, temperature, stop, max_tokens, *, top_p=1.0, top_k=0, seed=None
+    ):
+        self.calls.append(
+            {"prompts": list(prompts), "n": n, "seed": seed, "max_tokens": max_tokens}
+        )
         out = []
         for prompt in prompts:
             match = _TAG_RE.search(prompt)
@@ -133,7 +156,9 @@ class FakeGenerator:
             depth = len([s for s in tail.split(delim) if s.strip()])
             if stop is None and depth == 0:  # a whole solution from the root: its final step
                 depth = self.terminal_depth
-            context = "small" if self.small else ("correction" if prompt.count(USER) >= 2 else "policy")
+            context = (
+                "small" if self.small else ("correction" if prompt.count(USER) >= 2 else "policy")
+            )
             out.append([self._step(scenario, answer, context, depth, i) for i in range(n)])
         return out
 
@@ -148,7 +173,12 @@ class FakeGenerator:
             text = f"{tag} Final Answer: \\boxed{{{value}}}"
             finish = "eos"
         ntok = len(text.split())
-        return Step(text=text, token_logprobs=[-0.1 if good else -0.9] * ntok, finish_reason=finish, num_tokens=ntok)
+        return Step(
+            text=text,
+            token_logprobs=[-0.1 if good else -0.9] * ntok,
+            finish_reason=finish,
+            num_tokens=ntok,
+        )
 
 
 class FakePRM:
@@ -199,10 +229,14 @@ register_prm("fake-last", lambda cfg, home: FakeLastPRM())
 def fake_config(*overrides: str, preset: str | None = None) -> SphereConfig:
     """A config wired to the fakes (policy 'fake-policy', pi_small 'fake-small', PRM 'fake')."""
     base = [
-        "models.policy.backend=fake", "models.policy.path=fake-policy",
+        "models.policy.backend=fake",
+        "models.policy.path=fake-policy",
         "models.small={backend: fake, path: fake-small}",
-        "prm.kind=fake", "search.num_candidates=4", "search.max_depth=3",
-        "search.max_step_tokens=16", "grading.workers=1",
+        "prm.kind=fake",
+        "search.num_candidates=4",
+        "search.max_depth=3",
+        "search.max_step_tokens=16",
+        "grading.workers=1",
     ]
     return resolve_config(preset=preset, overrides=base + list(overrides))
 

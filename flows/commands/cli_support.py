@@ -30,7 +30,9 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override one key: dotted.key=value (repeatable)."),
 ]
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Output format: table | json | csv.")]
+FormatOpt = Annotated[
+    str, typer.Option("--format", "-f", help="Output format: table | json | csv.")
+]
 
 _current_run: str | None = None
 

@@ -111,8 +111,11 @@ def _ingest_table(source: str, summary: dict[str, Any], rejects, rejects_jsonl: 
         if len(rejects) > 10:
             reasons.add_row("…", f"{len(rejects) - 10} more")
         out.print(reasons)
-        out.print(f"rows are numbered from 1 (a header row is not counted); all rejected rows: "
-                  f"{rejects_jsonl}", soft_wrap=True)
+        out.print(
+            f"rows are numbered from 1 (a header row is not counted); all rejected rows: "
+            f"{rejects_jsonl}",
+            soft_wrap=True,
+        )
 
 
 def grade(

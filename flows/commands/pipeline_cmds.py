@@ -21,12 +21,18 @@ RunnerOpt = Annotated[
 ]
 RoundsOpt = Annotated[
     int | None,
-    typer.Option("--rounds", min=1, help="Self-evolution rounds (evolution.rounds): round r searches "
-                 "with the model trained in round r-1."),
+    typer.Option(
+        "--rounds",
+        min=1,
+        help="Self-evolution rounds (evolution.rounds): round r searches "
+        "with the model trained in round r-1.",
+    ),
 ]
 
 
-def _overrides(set_: list[str] | None, task_runner: str | None, rounds: int | None = None) -> list[str]:
+def _overrides(
+    set_: list[str] | None, task_runner: str | None, rounds: int | None = None
+) -> list[str]:
     extra = [f"orchestration.task_runner={task_runner}"] if task_runner else []
     extra += [f"evolution.rounds={rounds}"] if rounds else []
     return list(set_ or []) + extra
@@ -47,11 +53,21 @@ def print_generate(result: Any, home: Any) -> None:
     from sphere_core.summary import summary_table
 
     view = RunView(home, result.run_id, result.round)
-    out.print(summary_table(view.routing(), view.pairs(), trees=view.tree(),
-                            title=f"SPHERE preference data (round {result.round})"))
+    out.print(
+        summary_table(
+            view.routing(),
+            view.pairs(),
+            trees=view.tree(),
+            title=f"SPHERE preference data (round {result.round})",
+        )
+    )
     if result.dropped_pairs:
-        out.print(f"{len(result.dropped_pairs)} pair candidate(s) dropped (invariants): "
-                  + "; ".join(sorted({d['reason'] for d in result.dropped_pairs})), markup=False, highlight=False)
+        out.print(
+            f"{len(result.dropped_pairs)} pair candidate(s) dropped (invariants): "
+            + "; ".join(sorted({d["reason"] for d in result.dropped_pairs})),
+            markup=False,
+            highlight=False,
+        )
     out.print(f"pairs: {view.pairs_path('train').parent}", markup=False, highlight=False)
     if result.error_note:
         out.print(f"round {result.round}: {result.error_note}", markup=False, highlight=False)
@@ -61,11 +77,17 @@ def print_pipeline(result: Any, home: Any) -> None:
     for r in result.rounds:
         print_generate(r.generate, home)
         if r.train.skipped:
-            out.print(f"round {r.round}: DPO skipped: {r.train.skipped}", markup=False, highlight=False)
+            out.print(
+                f"round {r.round}: DPO skipped: {r.train.skipped}", markup=False, highlight=False
+            )
         else:
             loss = r.train.metrics.get("train_loss")
-            out.print(f"round {r.round}: adapter {r.train.adapter_path}"
-                      + (f" (train loss {loss:.4f})" if isinstance(loss, float) else ""), markup=False, highlight=False)
+            out.print(
+                f"round {r.round}: adapter {r.train.adapter_path}"
+                + (f" (train loss {loss:.4f})" if isinstance(loss, float) else ""),
+                markup=False,
+                highlight=False,
+            )
         if r.evaluate is not None:
             from flows.commands.train_cmds import print_evaluation
 
@@ -75,12 +97,16 @@ def print_pipeline(result: Any, home: Any) -> None:
 
 
 def run(
-    preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
-    run_id: RunIdOpt = None, task_runner: RunnerOpt = None, rounds: RoundsOpt = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    run_id: RunIdOpt = None,
+    task_runner: RunnerOpt = None,
+    rounds: RoundsOpt = None,
 ) -> None:
     """Run the whole pipeline (per round: generate -> DPO -> evaluate; then the report)."""
-    from flows.run_tracking import flow_run_id, home_for
     from flows.pipeline import pipeline_flow
+    from flows.run_tracking import flow_run_id, home_for
 
     cfg = resolve_config(preset, config, _overrides(set_, task_runner, rounds))
     run_id = flow_run_id(run_id)
@@ -90,12 +116,15 @@ def run(
 
 
 def generate(
-    preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
-    run_id: RunIdOpt = None, task_runner: RunnerOpt = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    run_id: RunIdOpt = None,
+    task_runner: RunnerOpt = None,
 ) -> None:
     """Generate preference pairs (ingest -> search -> routing -> pairs); prints the routing summary."""
-    from flows.run_tracking import flow_run_id, home_for
     from flows.generate import generate_flow
+    from flows.run_tracking import flow_run_id, home_for
 
     cfg = resolve_config(preset, config, _overrides(set_, task_runner))
     run_id = flow_run_id(run_id)
@@ -104,9 +133,9 @@ def generate(
 
 def resume(run_id: Annotated[str, typer.Argument(help="The run to resume.")]) -> None:
     """Re-run a run with its stored config; finished shards, pairs and models are reused."""
-    from flows.run_tracking import flow_run_id, home_for
     from flows.generate import generate_flow
     from flows.pipeline import pipeline_flow
+    from flows.run_tracking import flow_run_id, home_for
     from sphere_core.errors import RunNotFoundError
     from sphere_core.storage.run_records import open_store
 

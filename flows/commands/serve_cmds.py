@@ -20,7 +20,8 @@ from flows.commands.cli_support import PresetOpt, out
 
 CronOpt = Annotated[str, typer.Option(help="Cron schedule of the pipeline deployment.")]
 LimitOpt = Annotated[
-    int | None, typer.Option("--limit", min=1, help="Most flow runs executing at once (default: no limit).")
+    int | None,
+    typer.Option("--limit", min=1, help="Most flow runs executing at once (default: no limit)."),
 ]
 
 
@@ -57,8 +58,11 @@ def serve(preset: PresetOpt = "demo", cron: CronOpt = "0 3 * * *", limit: LimitO
     for deployment in deployments:
         runner.add_deployment(deployment)
     names = ", ".join(f"{d.flow_name}/{d.name}" for d in deployments)
-    out.print(f"serving deployments: {names} (pipeline on cron {cron!r}); stop with Ctrl-C or SIGTERM",
-              markup=False, highlight=False)
+    out.print(
+        f"serving deployments: {names} (pipeline on cron {cron!r}); stop with Ctrl-C or SIGTERM",
+        markup=False,
+        highlight=False,
+    )
     asyncio.run(runner.start())
 
 

@@ -19,11 +19,24 @@ from flows.commands.cli_support import FormatOpt, out
 
 DbUrlOpt = Annotated[
     str | None,
-    typer.Option("--database-url", help="Database URL (default: $SPHERE_DATABASE_URL, else SQLite in $SPHERE_HOME)."),
+    typer.Option(
+        "--database-url",
+        help="Database URL (default: $SPHERE_DATABASE_URL, else SQLite in $SPHERE_HOME).",
+    ),
 ]
 FORMATS = ("table", "json", "csv")
-_NO_WRAP = {"run_id", "question_id", "stage", "decision", "kind", "status", "correct", "rewards",
-            "round", "progress"}
+_NO_WRAP = {
+    "run_id",
+    "question_id",
+    "stage",
+    "decision",
+    "kind",
+    "status",
+    "correct",
+    "rewards",
+    "round",
+    "progress",
+}
 
 db_app = typer.Typer(help="Manage the metadata database (migrations).", no_args_is_help=True)
 
@@ -40,8 +53,9 @@ def _check_format(fmt: str) -> str:
     return fmt
 
 
-def _emit(rows: list[dict], fmt: str, columns: list[tuple[str, str]], title: str,
-          cell: Any = None) -> None:
+def _emit(
+    rows: list[dict], fmt: str, columns: list[tuple[str, str]], title: str, cell: Any = None
+) -> None:
     """rows as json (all fields), csv (all fields) or a table of ``columns`` (key, header)."""
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2, default=str))
@@ -52,7 +66,9 @@ def _emit(rows: list[dict], fmt: str, columns: list[tuple[str, str]], title: str
         writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()})
+            writer.writerow(
+                {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()}
+            )
         typer.echo(buf.getvalue(), nl=False)
         return
     from rich.table import Table
@@ -119,8 +135,15 @@ def runs(
     _check_format(fmt)
     with _repo(database_url) as repo:
         rows = repo.list_runs(limit=limit)
-    columns = [("run_id", "run"), ("kind", "kind"), ("status", "status"), ("progress", "round"),
-               ("error", "error"), ("created_at", "created (UTC)"), ("updated_at", "updated (UTC)")]
+    columns = [
+        ("run_id", "run"),
+        ("kind", "kind"),
+        ("status", "status"),
+        ("progress", "round"),
+        ("error", "error"),
+        ("created_at", "created (UTC)"),
+        ("updated_at", "updated (UTC)"),
+    ]
     if fmt == "table" and not rows:
         typer.echo("no runs recorded", err=True)
         return
@@ -128,9 +151,17 @@ def runs(
 
 
 def routes(
-    run: Annotated[str | None, typer.Option("--run", "-r", help="Every routing event of this run.")] = None,
-    question: Annotated[str | None, typer.Option("--question", "-q", help="A question's history across runs and rounds.")] = None,
-    round_: Annotated[int | None, typer.Option("--round", min=1, help="With --run: only this self-evolution round.")] = None,
+    run: Annotated[
+        str | None, typer.Option("--run", "-r", help="Every routing event of this run.")
+    ] = None,
+    question: Annotated[
+        str | None,
+        typer.Option("--question", "-q", help="A question's history across runs and rounds."),
+    ] = None,
+    round_: Annotated[
+        int | None,
+        typer.Option("--round", min=1, help="With --run: only this self-evolution round."),
+    ] = None,
     fmt: FormatOpt = "table",
     database_url: DbUrlOpt = None,
 ) -> None:
@@ -156,9 +187,18 @@ def routes(
                 raise NotFoundError(f"unknown question {question!r} in {repo.url}")
             first = ("run_id", "run")
             title = f"history of question {question} ({len(rows)} events)"
-    columns = [first, ("round", "round"), ("stage", "stage"), ("decision", "decision"), ("reason", "reason"),
-               ("answers", "answers max/min"), ("correct", "correct"),
-               ("rewards", "rewards"), ("error", "error"), ("created_at", "time (UTC)")]
+    columns = [
+        first,
+        ("round", "round"),
+        ("stage", "stage"),
+        ("decision", "decision"),
+        ("reason", "reason"),
+        ("answers", "answers max/min"),
+        ("correct", "correct"),
+        ("rewards", "rewards"),
+        ("error", "error"),
+        ("created_at", "time (UTC)"),
+    ]
     _emit(rows, fmt, columns, title=title, cell=_route_cell)
 
 
@@ -181,17 +221,32 @@ def calibration(
         _emit([row], fmt, [], title="")
         return
     pct = lambda v: "-" if v is None else f"{v:.3f}"
-    rows = [{"figure": "Sol_max right (pair / pair + pair_inverted)",
-             "value": f"{pct(cal.sol_max_right_share)} ({cal.pairs}/{cal.pairs + cal.pairs_inverted})"},
-            {"figure": f"AUROC, {cal.finished_paths} finished paths ({cal.right_paths} right)",
-             "value": pct(cal.auroc) + (f" (near chance: < {NEAR_CHANCE})" if cal.near_chance else "")},
-            {"figure": "AUROC, routed Sol_max/Sol_min", "value": pct(cal.auroc_routed)},
-            {"figure": "mean reward right / wrong",
-             "value": f"{pct(cal.mean_reward_right)} / {pct(cal.mean_reward_wrong)}"}]
-    rows += [{"figure": f"AUROC at depth {d} ({cal.paths_by_depth[d]} paths)", "value": pct(v)}
-             for d, v in cal.auroc_by_depth.items()]
-    _emit(rows, fmt, [("figure", "figure"), ("value", "value")],
-          title=f"PRM calibration of run {run} round {round_} {stage}")
+    rows = [
+        {
+            "figure": "Sol_max right (pair / pair + pair_inverted)",
+            "value": f"{pct(cal.sol_max_right_share)} ({cal.pairs}/{cal.pairs + cal.pairs_inverted})",
+        },
+        {
+            "figure": f"AUROC, {cal.finished_paths} finished paths ({cal.right_paths} right)",
+            "value": pct(cal.auroc)
+            + (f" (near chance: < {NEAR_CHANCE})" if cal.near_chance else ""),
+        },
+        {"figure": "AUROC, routed Sol_max/Sol_min", "value": pct(cal.auroc_routed)},
+        {
+            "figure": "mean reward right / wrong",
+            "value": f"{pct(cal.mean_reward_right)} / {pct(cal.mean_reward_wrong)}",
+        },
+    ]
+    rows += [
+        {"figure": f"AUROC at depth {d} ({cal.paths_by_depth[d]} paths)", "value": pct(v)}
+        for d, v in cal.auroc_by_depth.items()
+    ]
+    _emit(
+        rows,
+        fmt,
+        [("figure", "figure"), ("value", "value")],
+        title=f"PRM calibration of run {run} round {round_} {stage}",
+    )
 
 
 @db_app.command("upgrade")

@@ -18,10 +18,14 @@ from flows.commands.cli_support import ConfigOpt, PresetOpt, SetOpt, out
 RunOpt = Annotated[str | None, typer.Option("--run", help="Run id (see `sphere runs`).")]
 RoundOpt = Annotated[int, typer.Option("--round", min=1, help="Round of a multi-round run.")]
 EvalFormatOpt = Annotated[str, typer.Option("--format", "-f", help="Output format: table | json.")]
-BENCH_HELP = "Comma-separated: gsm8k,math500,aime24,aime22_24,amc23,olympiadbench (default: config)."
+BENCH_HELP = (
+    "Comma-separated: gsm8k,math500,aime24,aime22_24,amc23,olympiadbench (default: config)."
+)
 
 
-def run_config(run_id: str | None, preset: str | None, config: Path | None, overrides: list[str] | None):
+def run_config(
+    run_id: str | None, preset: str | None, config: Path | None, overrides: list[str] | None
+):
     """The stored run config (if any) -> preset -> YAML file -> --set, validated once."""
     from flows.run_tracking import flow_run_id, home_for
     from sphere_core.config import resolve_config
@@ -36,8 +40,13 @@ def run_config(run_id: str | None, preset: str | None, config: Path | None, over
     return resolve_config(preset, config, overrides, base=base) if base else cli_cfg
 
 
-def train(run: Annotated[str, typer.Option("--run", help="Run id whose pairs to train on.")],
-          round: RoundOpt = 1, preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def train(
+    run: Annotated[str, typer.Option("--run", help="Run id whose pairs to train on.")],
+    round: RoundOpt = 1,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
     """DPO-train a LoRA adapter on a run's preference pairs (runs/<id>/model/).
 
     Run it again after a stop or a kill: it resumes from the newest checkpoint.
@@ -53,19 +62,33 @@ def train(run: Annotated[str, typer.Option("--run", help="Run id whose pairs to 
     out.print(f"adapter: {result.adapter_path}", markup=False, highlight=False)
     if result.merged_path:
         out.print(f"merged model: {result.merged_path}", markup=False, highlight=False)
-    shown = {k: result.metrics[k] for k in ("n_train", "n_eval", "train_loss", "best_eval_loss") if k in result.metrics}
+    shown = {
+        k: result.metrics[k]
+        for k in ("n_train", "n_eval", "train_loss", "best_eval_loss")
+        if k in result.metrics
+    }
     out.print(f"metrics: {shown}", markup=False, highlight=False)
 
 
 def evaluate(
     run: RunOpt = None,
-    model: Annotated[str | None, typer.Option(
-        "--model", help="Model dir, .gguf, 'embedded', 'embedded-small' or a LoRA adapter dir.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Model dir, .gguf, 'embedded', 'embedded-small' or a LoRA adapter dir."
+        ),
+    ] = None,
     benchmarks: Annotated[str | None, typer.Option("--benchmarks", "-b", help=BENCH_HELP)] = None,
-    limit: Annotated[int | None, typer.Option("--limit", "-n", help="First N questions per benchmark.")] = None,
-    benchmark_file: Annotated[Path | None, typer.Option("--benchmark-file", help="Own question file (jsonl/csv/parquet).")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", help="First N questions per benchmark.")
+    ] = None,
+    benchmark_file: Annotated[
+        Path | None, typer.Option("--benchmark-file", help="Own question file (jsonl/csv/parquet).")
+    ] = None,
     round: RoundOpt = 1,
-    preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
     fmt: EvalFormatOpt = "table",
 ) -> None:
     """Pass@1 and two-turn self-correction: base vs trained (--run) or one model (--model).
@@ -88,15 +111,29 @@ def evaluate(
     if not run and not model:
         raise EvaluationError("give --run ID (base vs trained) or --model PATH")
     names = [b.strip() for b in benchmarks.split(",") if b.strip()] if benchmarks else []
-    overrides = list(set_ or []) + ([f"evaluation.benchmarks=[{', '.join(names)}]"] if names else [])
+    overrides = list(set_ or []) + (
+        [f"evaluation.benchmarks=[{', '.join(names)}]"] if names else []
+    )
     cfg = run_config(run, preset, config, overrides)  # benchmark names are validated here
     with ProgressDisplay():
-        result = evaluate_flow(run_id=run, config=cfg, model_path=model, limit=limit,
-                               benchmark_file=str(benchmark_file) if benchmark_file else None, round=round)
+        result = evaluate_flow(
+            run_id=run,
+            config=cfg,
+            model_path=model,
+            limit=limit,
+            benchmark_file=str(benchmark_file) if benchmark_file else None,
+            round=round,
+        )
     stats = evaluation_statistics(result, cfg)
     if fmt == "json":
-        echo_json({"run_id": result.run_id, "out_dir": result.out_dir, "rows": result.rows,
-                   "comparisons": [c.as_dict() for c in stats]})
+        echo_json(
+            {
+                "run_id": result.run_id,
+                "out_dir": result.out_dir,
+                "rows": result.rows,
+                "comparisons": [c.as_dict() for c in stats],
+            }
+        )
         return
     print_evaluation(result.rows)
     print_comparisons(stats, title="Base vs trained")
@@ -111,17 +148,30 @@ def print_evaluation(rows: list[dict]) -> None:
         table.add_column(col)
     cells: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
-        cells.setdefault((r["model_label"], r["benchmark"]), {"n": r["n"]})[r["metric"]] = r["value"]
+        cells.setdefault((r["model_label"], r["benchmark"]), {"n": r["n"]})[r["metric"]] = r[
+            "value"
+        ]
     for (label, bench), m in cells.items():
         pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"
         num = lambda v: "–" if v is None else str(int(v))
-        table.add_row(label, bench, str(m["n"]), pct(m.get("pass@1")), pct(m.get("self_correction_acc")),
-                      num(m.get("flips_r2w")), num(m.get("flips_w2r")))
+        table.add_row(
+            label,
+            bench,
+            str(m["n"]),
+            pct(m.get("pass@1")),
+            pct(m.get("self_correction_acc")),
+            num(m.get("flips_r2w")),
+            num(m.get("flips_w2r")),
+        )
     out.print(table)
 
 
-def report(run: Annotated[str, typer.Option("--run", help="Run id to report on.")],
-           preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def report(
+    run: Annotated[str, typer.Option("--run", help="Run id to report on.")],
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
     """Write runs/<id>/report.md with plots (routing, rewards, DPO loss, accuracy)."""
     from flows.report_flow import report_flow
 

@@ -42,7 +42,9 @@ def merge_lora(model: Any, adapter_dir: str | Path) -> Any:
 def adapter_base(adapter_dir: str | Path) -> str | None:
     """The base model path recorded in an adapter's config (informational)."""
     try:
-        return json.loads((Path(adapter_dir) / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+        return json.loads((Path(adapter_dir) / ADAPTER_CONFIG).read_text()).get(
+            "base_model_name_or_path"
+        )
     except (OSError, json.JSONDecodeError):
         return None
 

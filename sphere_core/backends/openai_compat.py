@@ -108,11 +108,19 @@ class OpenAICompatGenerator(GeneratorBase):
 
     name = "openai-compatible"
 
-    def __init__(self, spec: ModelSpec, home: Path, *, max_retries: int = 3,
-                 backoff_s: float = 0.5, max_concurrency: int = 32) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        home: Path,
+        *,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+        max_concurrency: int = 32,
+    ) -> None:
         if not spec.base_url:
             raise BackendError(
-                "the openai-compatible backend needs models.*.base_url (e.g. http://host:8000/v1)")
+                "the openai-compatible backend needs models.*.base_url (e.g. http://host:8000/v1)"
+            )
         if spec.adapter and not spec.served_model_name:
             raise BackendError(
                 f"the openai-compatible backend cannot apply the LoRA adapter {spec.adapter} "
@@ -182,10 +190,25 @@ class OpenAICompatGenerator(GeneratorBase):
         return "openai"
 
     # -- generation -------------------------------------------------------------------
-    def _sample(self, prompts: list[str], n: int, temperature: float, stop: list[str],
-                max_tokens: int, *, top_p: float, top_k: int, seed: int | None) -> list[list[Step]]:
-        base = {"model": self.model_name, "temperature": temperature, "top_p": top_p,
-                "max_tokens": max_tokens, "logprobs": 1}
+    def _sample(
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        stop: list[str],
+        max_tokens: int,
+        *,
+        top_p: float,
+        top_k: int,
+        seed: int | None,
+    ) -> list[list[Step]]:
+        base = {
+            "model": self.model_name,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+            "logprobs": 1,
+        }
         if stop:
             base["stop"] = stop
         if self.server_kind == "llama.cpp":
@@ -203,8 +226,9 @@ class OpenAICompatGenerator(GeneratorBase):
             return self._choices(job, body, n)
 
         per = [1] * n if self.fan_out else [n]
-        jobs = [_Job(i, j, c) for i in range(len(prompts))
-                for j, c in zip(range(0, n, per[0]), per)]
+        jobs = [
+            _Job(i, j, c) for i in range(len(prompts)) for j, c in zip(range(0, n, per[0]), per)
+        ]
         workers = max(1, min(self.max_concurrency, len(jobs)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sphere-openai") as pool:
             answers = list(pool.map(run, jobs))
@@ -227,26 +251,33 @@ class OpenAICompatGenerator(GeneratorBase):
             choices = payload.get("choices")
             if not isinstance(choices, list):
                 raise GenerationError(
-                    f"server {self.url} returned no 'choices' list for prompt {job.prompt}")
+                    f"server {self.url} returned no 'choices' list for prompt {job.prompt}"
+                )
             choices = sorted(choices, key=lambda c: c.get("index", 0))
         if len(choices) > job.count:
-            raise GenerationError(f"server {self.url} returned {len(choices)} choices for prompt "
-                                  f"{job.prompt}, expected {job.count}")
+            raise GenerationError(
+                f"server {self.url} returned {len(choices)} choices for prompt "
+                f"{job.prompt}, expected {job.count}"
+            )
         if len(choices) < job.count:
             if choices:
                 self._note_fan_out(f"it returned {len(choices)} of n={job.count} choices")
             for j in range(job.first + len(choices), job.first + job.count):
                 single = self._post(body(_Job(job.prompt, j, 1))).get("choices") or []
                 if len(single) != 1:
-                    raise GenerationError(f"server {self.url} returned {len(single)} choices for "
-                                          f"prompt {job.prompt} with n=1")
+                    raise GenerationError(
+                        f"server {self.url} returned {len(single)} choices for "
+                        f"prompt {job.prompt} with n=1"
+                    )
                 choices.append(single[0])
         return choices
 
     def _note_fan_out(self, why: str) -> None:
         with self._state_lock:
             if not self.fan_out:
-                log.warning("server %s ignores n: %s; sending one request per choice", self.url, why)
+                log.warning(
+                    "server %s ignores n: %s; sending one request per choice", self.url, why
+                )
             self.fan_out = True
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -266,21 +297,27 @@ class OpenAICompatGenerator(GeneratorBase):
                 last = f"HTTP {response.status_code}: {response.text[:200]}"
                 continue
             if response.status_code != 200:
-                raise _Rejected(f"server {self.url} rejected the request: HTTP "
-                                f"{response.status_code}: {response.text[:300]}", response.status_code)
+                raise _Rejected(
+                    f"server {self.url} rejected the request: HTTP "
+                    f"{response.status_code}: {response.text[:300]}",
+                    response.status_code,
+                )
             try:
                 payload = response.json()
             except ValueError:
                 raise GenerationError(
-                    f"server {self.url} returned non-JSON: {response.text[:200]!r}") from None
+                    f"server {self.url} returned non-JSON: {response.text[:200]!r}"
+                ) from None
             if not isinstance(payload, dict):
-                raise GenerationError(f"server {self.url} returned {type(payload).__name__}, "
-                                      "not a JSON object")
+                raise GenerationError(
+                    f"server {self.url} returned {type(payload).__name__}, not a JSON object"
+                )
             with self._state_lock:
                 self.usage.add(payload.get("usage"))
             return payload
         raise GenerationError(
-            f"server {self.url} failed after {self.max_retries + 1} attempts; last error: {last}")
+            f"server {self.url} failed after {self.max_retries + 1} attempts; last error: {last}"
+        )
 
     # -- parsing ----------------------------------------------------------------------
     def _step(self, choice: dict[str, Any], stops: list[str], prompt_index: int) -> Step:
@@ -290,11 +327,13 @@ class OpenAICompatGenerator(GeneratorBase):
         if cut != -1:  # servers normally drop the stop string; be safe if one does not
             text = text[:cut]
         finish = self._finish(choice, stops, token_ids, prompt_index)
-        return Step(text=text, token_logprobs=logprobs, finish_reason=finish,
-                    num_tokens=len(logprobs))
+        return Step(
+            text=text, token_logprobs=logprobs, finish_reason=finish, num_tokens=len(logprobs)
+        )
 
-    def _logprobs(self, choice: dict[str, Any], prompt_index: int
-                  ) -> tuple[list[float], list[int] | None]:
+    def _logprobs(
+        self, choice: dict[str, Any], prompt_index: int
+    ) -> tuple[list[float], list[int] | None]:
         """(per-token log-probs, token ids or None) from either answer shape."""
         block = choice.get("logprobs")
         block = block if isinstance(block, dict) else {}
@@ -302,7 +341,9 @@ class OpenAICompatGenerator(GeneratorBase):
         if isinstance(legacy, list):  # vLLM / OpenAI legacy completions
             return [float(x) for x in legacy if x is not None], None
         content = block.get("content")
-        if isinstance(content, list) and all(isinstance(c, dict) and "logprob" in c for c in content):
+        if isinstance(content, list) and all(
+            isinstance(c, dict) and "logprob" in c for c in content
+        ):
             ids = [c.get("id") for c in content]  # llama.cpp: chat-completions shape
             values = [float(c["logprob"]) for c in content]
             return values, ids if all(isinstance(i, int) for i in ids) else None
@@ -313,14 +354,20 @@ class OpenAICompatGenerator(GeneratorBase):
             "llama-server)"
         )
 
-    def _finish(self, choice: dict[str, Any], stops: list[str], token_ids: list[int] | None,
-                prompt_index: int) -> str:
+    def _finish(
+        self,
+        choice: dict[str, Any],
+        stops: list[str],
+        token_ids: list[int] | None,
+        prompt_index: int,
+    ) -> str:
         reason = choice.get("finish_reason")
         if reason == "length":
             return "length"
         if reason != "stop":
             raise GenerationError(
-                f"server {self.url} returned finish_reason {reason!r} for prompt {prompt_index}")
+                f"server {self.url} returned finish_reason {reason!r} for prompt {prompt_index}"
+            )
         if "stop_reason" in choice:  # vLLM: None = EOS, else the matched stop string/token
             return "eos" if choice["stop_reason"] is None else "stop"
         if token_ids:  # llama.cpp: EOS is the last generated token (a special token)

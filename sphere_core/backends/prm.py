@@ -181,7 +181,9 @@ class BasePRM:
     def _score_last(
         self, questions: list[str], steps: list[list[str]], golds: list[str | None]
     ) -> list[float]:
-        return [s[-1] for s in check_scores(self.label, steps, self._score(questions, steps, golds))]
+        return [
+            s[-1] for s in check_scores(self.label, steps, self._score(questions, steps, golds))
+        ]
 
     def clear_cache(self) -> None:
         """Forget memoised scores (benchmarks start cold with this)."""

@@ -233,16 +233,28 @@ class JudgePRM(BasePRM):
                 todo = sorted(worth_prefilling(store, round_), key=len)
                 for chunk in even_chunks(todo, self.batch_size):
                     self.prefill_counter.add(
-                        prefill(self.model, chunk, pad_id=self.pad_id, device=device,
-                                store=store, geometry=self.geometry)
+                        prefill(
+                            self.model,
+                            chunk,
+                            pad_id=self.pad_id,
+                            device=device,
+                            store=store,
+                            geometry=self.geometry,
+                        )
                     )
             # batch prompts with similar uncached tails: padding is computed like real tokens
             tails = [len(e) - store.cached_length(e, len(e) - 1) for e in encoded]
             order = sorted(range(len(encoded)), key=lambda i: (tails[i], len(encoded[i])))
             for idx in even_chunks(order, self.batch_size):
                 pre = self.prefill_counter.add(
-                    prefill(self.model, [encoded[i] for i in idx], pad_id=self.pad_id,
-                            device=device, store=store, geometry=self.geometry)
+                    prefill(
+                        self.model,
+                        [encoded[i] for i in idx],
+                        pad_id=self.pad_id,
+                        device=device,
+                        store=store,
+                        geometry=self.geometry,
+                    )
                 )
                 for i, p in zip(idx, self._rewards(pre.logits)):
                     out[i] = p

@@ -29,6 +29,7 @@ from sphere_core.config import GradingConfig, SphereConfig
 NON_TERMINAL = 0.5
 """Outcome reward of a step (or solution) that has no final answer yet."""
 
+
 def final_answer(text: str) -> str | None:
     """The final answer ``text`` states (strict extraction, no last-number fallback), or None.
 

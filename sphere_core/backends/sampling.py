@@ -30,8 +30,14 @@ def find_stop(text: str, stop: Sequence[str] | None, start: int = 0) -> int:
     return best
 
 
-def check_sampling_args(n: int, temperature: float, max_tokens: int, top_p: float, top_k: int,
-                        stop: Sequence[str] | None) -> None:
+def check_sampling_args(
+    n: int,
+    temperature: float,
+    max_tokens: int,
+    top_p: float,
+    top_k: int,
+    stop: Sequence[str] | None,
+) -> None:
     """Reject arguments no backend can honour, naming the argument."""
     if n < 1:
         raise GenerationError(f"n must be >= 1, got {n}")
@@ -58,7 +64,9 @@ class GeneratorBase:
 
     tokenizer: object
 
-    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, messages: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         return self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=add_generation_prompt
         )
@@ -66,19 +74,46 @@ class GeneratorBase:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def generate_steps(self, prompts: Sequence[str], n: int, temperature: float,
-                       stop: Sequence[str] | None, max_tokens: int, *, top_p: float = 1.0,
-                       top_k: int = 0, seed: int | None = None) -> list[list[Step]]:
+    def generate_steps(
+        self,
+        prompts: Sequence[str],
+        n: int,
+        temperature: float,
+        stop: Sequence[str] | None,
+        max_tokens: int,
+        *,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int | None = None,
+    ) -> list[list[Step]]:
         check_sampling_args(n, temperature, max_tokens, top_p, top_k, stop)
         if not prompts:
             return []
         if temperature == 0 and n > 1:
             return replicate(self.generate_steps(prompts, 1, 0.0, stop, max_tokens), n)
-        return self._sample(list(prompts), n, temperature, list(stop or ()), max_tokens,
-                            top_p=top_p, top_k=top_k, seed=seed)
+        return self._sample(
+            list(prompts),
+            n,
+            temperature,
+            list(stop or ()),
+            max_tokens,
+            top_p=top_p,
+            top_k=top_k,
+            seed=seed,
+        )
 
-    def _sample(self, prompts: list[str], n: int, temperature: float, stop: list[str],
-                max_tokens: int, *, top_p: float, top_k: int, seed: int | None) -> list[list[Step]]:
+    def _sample(
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        stop: list[str],
+        max_tokens: int,
+        *,
+        top_p: float,
+        top_k: int,
+        seed: int | None,
+    ) -> list[list[Step]]:
         raise NotImplementedError
 
 
@@ -145,10 +180,10 @@ class StreamText:
         """Append one token; return the text it completed (possibly empty)."""
         self.ids.append(int(token))
         decode = self.tokenizer.decode
-        before = decode(self.ids[self._prefix:self._read], skip_special_tokens=self.skip)
-        after = decode(self.ids[self._prefix:], skip_special_tokens=self.skip)
+        before = decode(self.ids[self._prefix : self._read], skip_special_tokens=self.skip)
+        after = decode(self.ids[self._prefix :], skip_special_tokens=self.skip)
         if len(after) > len(before) and not after.endswith("\ufffd"):
-            delta = after[len(before):]
+            delta = after[len(before) :]
             self.text += delta
             self._prefix, self._read = self._read, len(self.ids)
             return delta

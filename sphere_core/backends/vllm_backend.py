@@ -42,8 +42,10 @@ class VLLMGenerator(GeneratorBase):
         self._vllm = vllm
         self.model_dir = resolve_model_path(spec.path, home)
         kwargs: dict[str, Any] = {
-            "model": str(self.model_dir), "enable_prefix_caching": True,
-            "gpu_memory_utilization": spec.gpu_memory_utilization, "max_model_len": spec.max_model_len,
+            "model": str(self.model_dir),
+            "enable_prefix_caching": True,
+            "gpu_memory_utilization": spec.gpu_memory_utilization,
+            "max_model_len": spec.max_model_len,
         }
         if spec.dtype != "auto":
             kwargs["dtype"] = spec.dtype
@@ -53,7 +55,9 @@ class VLLMGenerator(GeneratorBase):
 
             adapter = check_adapter_dir(spec.adapter)
             kwargs.update(enable_lora=True, max_lora_rank=max(8, lora_rank(adapter)))
-            self.lora = importlib.import_module("vllm.lora.request").LoRARequest("sphere-adapter", 1, str(adapter))
+            self.lora = importlib.import_module("vllm.lora.request").LoRARequest(
+                "sphere-adapter", 1, str(adapter)
+            )
         try:
             self.llm = vllm.LLM(**kwargs)
         except Exception as err:  # vLLM raises many types (CUDA, OOM, config)
@@ -61,19 +65,36 @@ class VLLMGenerator(GeneratorBase):
         self.tokenizer = self.llm.get_tokenizer()
         self._lock = threading.Lock()
 
-    def _sample(self, prompts: list[str], n: int, temperature: float, stop: list[str],
-                max_tokens: int, *, top_p: float, top_k: int, seed: int | None) -> list[list[Step]]:
+    def _sample(
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        stop: list[str],
+        max_tokens: int,
+        *,
+        top_p: float,
+        top_k: int,
+        seed: int | None,
+    ) -> list[list[Step]]:
         stops = stop
         params = [
             self._vllm.SamplingParams(
-                n=n, temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else -1,
-                stop=stops or None, max_tokens=max_tokens, logprobs=0,
+                n=n,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k if top_k > 0 else -1,
+                stop=stops or None,
+                max_tokens=max_tokens,
+                logprobs=0,
                 seed=None if seed is None else int(seed) + i,
             )
             for i in range(len(prompts))
         ]
         with self._lock:
-            outputs = self.llm.generate(list(prompts), params, use_tqdm=False, lora_request=self.lora)
+            outputs = self.llm.generate(
+                list(prompts), params, use_tqdm=False, lora_request=self.lora
+            )
         return [[to_step(c, stops, i) for c in out.outputs] for i, out in enumerate(outputs)]
 
 
@@ -92,11 +113,12 @@ def to_step(completion: Any, stops: list[str], prompt_index: int) -> Step:
     elif completion.finish_reason == "stop":
         finish = "eos" if completion.stop_reason is None else "stop"
     else:
-        raise GenerationError(f"vLLM finish_reason {completion.finish_reason!r} for prompt {prompt_index}")
+        raise GenerationError(
+            f"vLLM finish_reason {completion.finish_reason!r} for prompt {prompt_index}"
+        )
     return Step(text=text, token_logprobs=logprobs, finish_reason=finish, num_tokens=len(token_ids))
 
 
 @register_generator("vllm")
 def _factory(spec: ModelSpec, home: Path) -> VLLMGenerator:
     return VLLMGenerator(spec, home)
-

@@ -283,8 +283,9 @@ def ingest_file(
     return IngestResult(questions=qdf, rejects=rdf, stats=stats)
 
 
-def _frames(questions: list[dict[str, Any]], rejects: list[dict[str, Any]],
-            data_cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _frames(
+    questions: list[dict[str, Any]], rejects: list[dict[str, Any]], data_cfg: DataConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(questions after shuffle/limit, rejects) as typed frames."""
     qdf = pd.DataFrame(questions, columns=QUESTION_COLUMNS).astype({"source_row": "int64"})
     # no id is None (pandas would make it NaN)

@@ -34,13 +34,17 @@ def ingest_for_run(cfg: SphereConfig, home: Path) -> IngestResult:
     if data.offset:  # skip the first `offset` accepted questions, then apply the limit
         limit = None if data.limit is None else data.offset + data.limit
         data = data.model_copy(update={"limit": limit})
-    result = ingest_file(cfg.data.path, data, max_prompt_tokens=budget, count_tokens=generator.count_tokens)
+    result = ingest_file(
+        cfg.data.path, data, max_prompt_tokens=budget, count_tokens=generator.count_tokens
+    )
     if cfg.data.offset:
-        result.questions = result.questions.iloc[cfg.data.offset:].reset_index(drop=True)
+        result.questions = result.questions.iloc[cfg.data.offset :].reset_index(drop=True)
     if result.questions.empty:
         first = result.rejects["reason"].iloc[0] if len(result.rejects) else "empty file"
         if cfg.data.offset:
             first = f"no question left after data.offset={cfg.data.offset}"
-        raise InputDataError(f"no usable questions in {path}: {len(result.rejects)} row(s) rejected "
-                             f"(first reason: {first})")
+        raise InputDataError(
+            f"no usable questions in {path}: {len(result.rejects)} row(s) rejected "
+            f"(first reason: {first})"
+        )
     return result

@@ -12,8 +12,15 @@ from typing import Any
 import pandas as pd
 
 ITEM_COLUMNS = [
-    "question_id", "problem", "gold", "response_1", "extracted_1", "correct_1",
-    "response_2", "extracted_2", "correct_2",
+    "question_id",
+    "problem",
+    "gold",
+    "response_1",
+    "extracted_1",
+    "correct_1",
+    "response_2",
+    "extracted_2",
+    "correct_2",
 ]
 SUMMARY_COLUMNS = ["model_label", "benchmark", "metric", "value", "n"]
 METRICS = ("pass@1", "self_correction_acc", "flips_r2w", "flips_w2r")
@@ -31,7 +38,13 @@ def score_items(items: pd.DataFrame) -> dict[str, Any]:
     """Metrics of one model on one benchmark. Turn-2 metrics are None without turn 2."""
     n = len(items)
     if n == 0:
-        return {"n": 0, "pass@1": None, "self_correction_acc": None, "flips_r2w": None, "flips_w2r": None}
+        return {
+            "n": 0,
+            "pass@1": None,
+            "self_correction_acc": None,
+            "flips_r2w": None,
+            "flips_w2r": None,
+        }
     out: dict[str, Any] = {"n": n, "pass@1": float(items["correct_1"].astype(bool).mean())}
     has_turn2 = "correct_2" in items and items["correct_2"].notna().any()
     if has_turn2:
@@ -50,7 +63,13 @@ def summary_rows(model_label: str, benchmark: str, items: pd.DataFrame) -> pd.Da
     """One row per metric (SUMMARY_COLUMNS); metrics that were not measured are left out."""
     scores = score_items(items)
     rows = [
-        {"model_label": model_label, "benchmark": benchmark, "metric": m, "value": scores[m], "n": scores["n"]}
+        {
+            "model_label": model_label,
+            "benchmark": benchmark,
+            "metric": m,
+            "value": scores[m],
+            "n": scores["n"],
+        }
         for m in METRICS
         if scores[m] is not None
     ]
@@ -63,4 +82,6 @@ def accuracy_table(evaluations: list[dict] | pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame()
     df = df[df["metric"].isin(["pass@1", "self_correction_acc"])]
-    return df.pivot_table(index="benchmark", columns=["model_label", "metric"], values="value", aggfunc="last")
+    return df.pivot_table(
+        index="benchmark", columns=["model_label", "metric"], values="value", aggfunc="last"
+    )

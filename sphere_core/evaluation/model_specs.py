@@ -12,8 +12,9 @@ from sphere_core.backends.adapters import check_adapter_dir, is_adapter_dir
 from sphere_core.config import ModelSpec, SphereConfig
 
 
-def model_spec(cfg: SphereConfig, model_path: str | Path | None = None,
-               adapter_dir: str | Path | None = None) -> ModelSpec:
+def model_spec(
+    cfg: SphereConfig, model_path: str | Path | None = None, adapter_dir: str | Path | None = None
+) -> ModelSpec:
     """The policy's spec with another weights path and/or an adapter.
 
     ``model_path`` may itself be an adapter dir: it is then applied on top of the policy.

@@ -83,10 +83,12 @@ def routing_plot(decisions: pd.DataFrame, pairs_per_stage: Mapping[str, int], pa
         values = [int(decisions.at[s, decision]) if s in decisions.index else 0 for s in stages]
         if not any(values):
             continue
-        bars = ax1.bar(ticks, values, bottom=bottom, label=decision,
-                       color=colors[decision], edgecolor="white")
-        ax1.bar_label(bars, labels=[str(v) if v else "" for v in values], label_type="center",
-                      fontsize=8)
+        bars = ax1.bar(
+            ticks, values, bottom=bottom, label=decision, color=colors[decision], edgecolor="white"
+        )
+        ax1.bar_label(
+            bars, labels=[str(v) if v else "" for v in values], label_type="center", fontsize=8
+        )
         bottom = [b + v for b, v in zip(bottom, values)]
     ax1.set_title("Routing decisions per stage")
     ax1.set_ylabel("questions")
@@ -126,8 +128,10 @@ def accuracy_plot(summary: pd.DataFrame, path: Path) -> Path:
             xs = [i + (j - (len(labels) - 1) / 2) * width for i in range(len(benchmarks))]
             bars = ax.bar(xs, vals, width, label=label, color=palette[j % len(palette)])
             ax.bar_label(bars, labels=[f"{v:.1f}" for v in vals], fontsize=7, padding=1)
-        ns = {b: int(sub[sub["benchmark"] == b]["n"].max()) if (sub["benchmark"] == b).any() else 0
-              for b in benchmarks}
+        ns = {
+            b: int(sub[sub["benchmark"] == b]["n"].max()) if (sub["benchmark"] == b).any() else 0
+            for b in benchmarks
+        }
         ax.set_xticks(range(len(benchmarks)), [f"{b}\n(n={ns[b]})" for b in benchmarks], fontsize=8)
         ax.set_ylim(0, 110)
         ax.set_ylabel("accuracy (%)")
@@ -138,8 +142,9 @@ def accuracy_plot(summary: pd.DataFrame, path: Path) -> Path:
 
 
 def _series(log_history: Sequence[dict], key: str) -> list[tuple[float, float]]:
-    return [(h["step"], h[key]) for h in log_history
-            if key in h and "step" in h and h[key] is not None]
+    return [
+        (h["step"], h[key]) for h in log_history if key in h and "step" in h and h[key] is not None
+    ]
 
 
 def loss_plot(log_history: Sequence[dict], path: Path) -> Path:
@@ -152,8 +157,14 @@ def loss_plot(log_history: Sequence[dict], path: Path) -> Path:
     if evals:
         ax.plot(*zip(*evals), marker="s", markersize=5, label="eval loss", color="#ff7f0e")
         best = min(evals, key=lambda se: se[1])
-        ax.annotate(f"lowest {best[1]:.3f}", best, textcoords="offset points", xytext=(0, 8),
-                    fontsize=8, ha="center")
+        ax.annotate(
+            f"lowest {best[1]:.3f}",
+            best,
+            textcoords="offset points",
+            xytext=(0, 8),
+            fontsize=8,
+            ha="center",
+        )
     ax.axhline(0.6931, color="#7f7f7f", linestyle=":", linewidth=1, label="log 2 (untrained)")
     _step_axis(ax)
     ax.set_ylabel("DPO loss")
@@ -172,16 +183,29 @@ def margin_plot(log_history: Sequence[dict], path: Path) -> Path:
         split = "eval" if prefix else "train"
         margins = _series(log_history, f"{prefix}rewards/margins")
         if margins:
-            ax1.plot(*zip(*margins), linestyle=style, marker=marker, markersize=3,
-                     label=f"{split} margin", color="#9467bd")
+            ax1.plot(
+                *zip(*margins),
+                linestyle=style,
+                marker=marker,
+                markersize=3,
+                label=f"{split} margin",
+                color="#9467bd",
+            )
         for side, color in (("chosen", "#2ca02c"), ("rejected", "#d62728")):
             points = _series(log_history, f"{prefix}rewards/{side}")
             if points:
-                ax2.plot(*zip(*points), linestyle=style, marker=marker, markersize=3,
-                         label=f"{split} {side}", color=color)
+                ax2.plot(
+                    *zip(*points),
+                    linestyle=style,
+                    marker=marker,
+                    markersize=3,
+                    label=f"{split} {side}",
+                    color=color,
+                )
     evals = _series(log_history, "eval_rewards/accuracies")
-    accuracy, split = ((evals, "eval") if evals
-                       else (_series(log_history, "rewards/accuracies"), "train"))
+    accuracy, split = (
+        (evals, "eval") if evals else (_series(log_history, "rewards/accuracies"), "train")
+    )
     title = "Reward margin (chosen - rejected)"
     if accuracy:
         title += f"; final {split} accuracy {accuracy[-1][1]:.2f}"
@@ -221,8 +245,9 @@ def reward_plot(pairs: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def rounds_plot(points: Mapping[str, Sequence[tuple[int, float, int]]], rounds: int,
-                path: Path) -> Path:
+def rounds_plot(
+    points: Mapping[str, Sequence[tuple[int, float, int]]], rounds: int, path: Path
+) -> Path:
     """Pass@1 (%) per benchmark across self-evolution rounds, one line per benchmark.
 
     ``points``: benchmark -> [(x, pass@1 %, n)], x = 0 for the base policy of round 1 and
@@ -237,8 +262,14 @@ def rounds_plot(points: Mapping[str, Sequence[tuple[int, float, int]]], rounds: 
         xs, ys, ns = zip(*series)
         ax.plot(xs, ys, marker="o", label=f"{bench} (n={max(ns)})", color=PALETTE[i % len(PALETTE)])
         for x, y in zip(xs, ys):
-            ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 6), fontsize=7,
-                        ha="center")
+            ax.annotate(
+                f"{y:.1f}",
+                (x, y),
+                textcoords="offset points",
+                xytext=(0, 6),
+                fontsize=7,
+                ha="center",
+            )
     ticks = ["base\n(π₁)"] + [f"round {r}\n(trained)" for r in range(1, rounds + 1)]
     ax.set_xticks(range(rounds + 1), ticks, fontsize=8)
     ax.set_xlim(-0.3, rounds + 0.3)

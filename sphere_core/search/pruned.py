@@ -102,7 +102,9 @@ def _rank(pool: list[Node], side: str) -> list[Node]:
     return sorted(pool, key=lambda n: (n.reward, -order[id(n)]))
 
 
-def _last_scores(prm: PRM, questions: list[str], steps: list[list[str]], golds: list[str]) -> list[float]:
+def _last_scores(
+    prm: PRM, questions: list[str], steps: list[list[str]], golds: list[str]
+) -> list[float]:
     scores = list(prm.score_last(questions, steps, golds))  # wrapped once by pruned_search
     if len(scores) != len(steps):
         raise BackendError(f"PRM returned {len(scores)} scores for {len(steps)} candidates")
@@ -112,8 +114,15 @@ def _last_scores(prm: PRM, questions: list[str], steps: list[list[str]], golds: 
     return [float(s) for s in scores]
 
 
-def _make_node(state: _State, stage: str, step: Step, parent: Node | None, side: str | None,
-               depth: int, index: int) -> Node:
+def _make_node(
+    state: _State,
+    stage: str,
+    step: Step,
+    parent: Node | None,
+    side: str | None,
+    depth: int,
+    index: int,
+) -> Node:
     text = step.text.strip()
     terminal = step.finish_reason == "eos" or has_final_answer(text)
     return Node(
@@ -150,8 +159,11 @@ def pruned_search(
     if params.use_orm and orm is None:
         raise BackendError("ORM shaping is on for this stage but no ORM was given")
     states = [
-        _State(task=t, root_prompt=generator.apply_chat_template(t.messages),
-               sides={"max": _Side("max"), "min": _Side("min")})
+        _State(
+            task=t,
+            root_prompt=generator.apply_chat_template(t.messages),
+            sides={"max": _Side("max"), "min": _Side("min")},
+        )
         for t in tasks
     ]
     E = params.num_candidates
@@ -169,8 +181,14 @@ def pruned_search(
         prompts = [_tail_prompt(st, tail, params.delimiter) for st, _, tail in requests]
         t0 = time.perf_counter()
         outs = generator.generate_steps(
-            prompts, E, params.temperature, [params.delimiter], params.max_step_tokens,
-            top_p=params.top_p, top_k=params.top_k, seed=params.call_seed(depth),
+            prompts,
+            E,
+            params.temperature,
+            [params.delimiter],
+            params.max_step_tokens,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            seed=params.call_seed(depth),
         )
         stats.generate_s += time.perf_counter() - t0
         stats.generate_calls += 1
@@ -182,7 +200,9 @@ def pruned_search(
         groups: list[tuple[_State, str | None, list[Node]]] = []
         flat: list[tuple[_State, Node]] = []
         for (st, side, tail), cands in zip(requests, outs):
-            nodes = [_make_node(st, stage, step, tail, side, depth, i) for i, step in enumerate(cands)]
+            nodes = [
+                _make_node(st, stage, step, tail, side, depth, i) for i, step in enumerate(cands)
+            ]
             st.nodes.extend(nodes)
             groups.append((st, side, nodes))
             flat.extend((st, n) for n in nodes)
@@ -190,9 +210,14 @@ def pruned_search(
         stats.candidates += len(flat)
 
         _score([n for _, n in flat], [st for st, _ in flat], prm, orm, params, reward_cfg, stats)
-        emit("info", f"{stage} search depth {depth + 1}/{params.max_depth}: {len(states)} question(s), "
-                     f"{len(flat)} candidates scored in {time.perf_counter() - t0:.0f}s",
-             stage=stage, step=depth + 1, total=params.max_depth)
+        emit(
+            "info",
+            f"{stage} search depth {depth + 1}/{params.max_depth}: {len(states)} question(s), "
+            f"{len(flat)} candidates scored in {time.perf_counter() - t0:.0f}s",
+            stage=stage,
+            step=depth + 1,
+            total=params.max_depth,
+        )
 
         last = depth == params.max_depth - 1
         if depth == 0:
@@ -206,14 +231,27 @@ def pruned_search(
             for st in states:
                 for side in st.sides.values():
                     if side.beams:
-                        _select(side, pools.get((id(st), side.name), []), params.keep - len(side.finished), last)
+                        _select(
+                            side,
+                            pools.get((id(st), side.name), []),
+                            params.keep - len(side.finished),
+                            last,
+                        )
     if params.completion_max_tokens > 0:
         _complete(states, generator, prm, params, reward_cfg, stage, orm, stats)
     return [_result(st, params.delimiter) for st in states]
 
 
-def _complete(states: list[_State], generator: Generator, prm: PRM, params: SearchParams,
-              reward_cfg: RewardConfig, stage: str, orm: ORM | None, stats: SearchStats) -> None:
+def _complete(
+    states: list[_State],
+    generator: Generator,
+    prm: PRM,
+    params: SearchParams,
+    reward_cfg: RewardConfig,
+    stage: str,
+    orm: ORM | None,
+    stats: SearchStats,
+) -> None:
     """Finish every chosen path that has no final answer with ONE unbranched rollout each.
 
     A path that reached ``max_depth``, whose last step was cut by ``max_step_tokens`` or that
@@ -234,12 +272,22 @@ def _complete(states: list[_State], generator: Generator, prm: PRM, params: Sear
         return
     prompts = [_tail_prompt(st, tail, params.delimiter) for st, _, tail in todo]
     t0 = time.perf_counter()
-    outs = generator.generate_steps(prompts, 1, params.temperature, None, params.completion_max_tokens,
-                                    top_p=params.top_p, top_k=params.top_k, seed=params.completion_seed)
+    outs = generator.generate_steps(
+        prompts,
+        1,
+        params.temperature,
+        None,
+        params.completion_max_tokens,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        seed=params.completion_seed,
+    )
     stats.generate_s += time.perf_counter() - t0
     stats.generate_calls += 1
     if len(outs) != len(prompts) or any(len(o) != 1 for o in outs):
-        raise GenerationError(f"generator returned {[len(o) for o in outs]} completions for {len(prompts)} prompts")
+        raise GenerationError(
+            f"generator returned {[len(o) for o in outs]} completions for {len(prompts)} prompts"
+        )
     made: dict[int, tuple[_State, Node]] = {}  # one rollout per distinct tail (sides may share one)
     for (st, side, tail), out in zip(todo, outs):
         if id(tail) not in made:
@@ -253,10 +301,22 @@ def _complete(states: list[_State], generator: Generator, prm: PRM, params: Sear
     forced = stats.forced_answers
     if params.answer_cue_tokens > 0:
         _force_answers(list(made.values()), generator, params, stats)
-    emit("info", f"{stage} completion: {len(made)} unfinished path(s) rolled out, "
-                 f"{stats.forced_answers - forced} of them cued to state their answer, "
-                 f"in {time.perf_counter() - t0:.0f}s", stage=stage)
-    _score([n for _, n in made.values()], [st for st, _ in made.values()], prm, orm, params, reward_cfg, stats)
+    emit(
+        "info",
+        f"{stage} completion: {len(made)} unfinished path(s) rolled out, "
+        f"{stats.forced_answers - forced} of them cued to state their answer, "
+        f"in {time.perf_counter() - t0:.0f}s",
+        stage=stage,
+    )
+    _score(
+        [n for _, n in made.values()],
+        [st for st, _ in made.values()],
+        prm,
+        orm,
+        params,
+        reward_cfg,
+        stats,
+    )
     for _, side, tail in todo:
         side.finished, side.beams = [made[id(tail)][1]], []
 
@@ -265,8 +325,9 @@ ANSWER_CUE = "Final Answer: The final answer is $"
 """The start of the answer sentence the solve prompt asks for; the model writes the rest."""
 
 
-def _force_answers(made: list[tuple[_State, Node]], generator: Generator, params: SearchParams,
-                   stats: SearchStats) -> None:
+def _force_answers(
+    made: list[tuple[_State, Node]], generator: Generator, params: SearchParams, stats: SearchStats
+) -> None:
     """Let every rollout that still has no final answer state one (one batched call).
 
     A rollout can end at its token budget or at EOS without the answer sentence (small models
@@ -278,15 +339,27 @@ def _force_answers(made: list[tuple[_State, Node]], generator: Generator, params
     todo = [(st, node) for st, node in made if not has_final_answer(node.text)]
     if not todo:
         return
-    prefix = [_tail_prompt(st, node.parent, params.delimiter) + node.text + params.delimiter + ANSWER_CUE
-              for st, node in todo]
+    prefix = [
+        _tail_prompt(st, node.parent, params.delimiter) + node.text + params.delimiter + ANSWER_CUE
+        for st, node in todo
+    ]
     t0 = time.perf_counter()
-    outs = generator.generate_steps(prefix, 1, params.temperature, ["\n"], params.answer_cue_tokens,
-                                    top_p=params.top_p, top_k=params.top_k, seed=params.answer_seed)
+    outs = generator.generate_steps(
+        prefix,
+        1,
+        params.temperature,
+        ["\n"],
+        params.answer_cue_tokens,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        seed=params.answer_seed,
+    )
     stats.generate_s += time.perf_counter() - t0
     stats.generate_calls += 1
     if len(outs) != len(prefix) or any(len(o) != 1 for o in outs):
-        raise GenerationError(f"generator returned {[len(o) for o in outs]} answers for {len(prefix)} prompts")
+        raise GenerationError(
+            f"generator returned {[len(o) for o in outs]} answers for {len(prefix)} prompts"
+        )
     for (_, node), out in zip(todo, outs):
         node.text = f"{node.text}{params.delimiter}{ANSWER_CUE}{out[0].text.strip()}"
         node.num_tokens += out[0].num_tokens
@@ -295,8 +368,15 @@ def _force_answers(made: list[tuple[_State, Node]], generator: Generator, params
         stats.forced_answers += 1
 
 
-def _score(nodes: list[Node], owners: list[_State], prm: PRM, orm: ORM | None, params: SearchParams,
-           reward_cfg: RewardConfig, stats: SearchStats) -> None:
+def _score(
+    nodes: list[Node],
+    owners: list[_State],
+    prm: PRM,
+    orm: ORM | None,
+    params: SearchParams,
+    reward_cfg: RewardConfig,
+    stats: SearchStats,
+) -> None:
     """PRM (and ORM) scores and the Eq. 3 reward of ``nodes`` (one batched call each)."""
     questions = [st.task.problem for st in owners]
     steps = [n.steps() for n in nodes]
@@ -317,8 +397,12 @@ def _score(nodes: list[Node], owners: list[_State], prm: PRM, orm: ORM | None, p
     for node, p, o in zip(nodes, prm_scores, orm_scores):
         node.prm = p
         node.orm = math.nan if o is None else o
-        parent = None if node.parent is None else ParentStats(node.parent.prm, node.parent.mean_logprob)
-        node.reward = step_reward(reward_cfg, prm=p, mean_logprob=node.mean_logprob, parent=parent, orm=o)
+        parent = (
+            None if node.parent is None else ParentStats(node.parent.prm, node.parent.mean_logprob)
+        )
+        node.reward = step_reward(
+            reward_cfg, prm=p, mean_logprob=node.mean_logprob, parent=parent, orm=o
+        )
 
 
 def _select(side: _Side, pool: list[Node], k: int, last: bool) -> None:
@@ -362,6 +446,8 @@ def search_isolated(
         if len(tasks) == 1:
             log.warning("search failed for question %s: %s", tasks[0].question_id, err)
             return [err]
-        log.warning("search failed for a batch of %d questions (%s); retrying in halves", len(tasks), err)
+        log.warning(
+            "search failed for a batch of %d questions (%s); retrying in halves", len(tasks), err
+        )
     mid = len(tasks) // 2
     return search_isolated(tasks[:mid], run) + search_isolated(tasks[mid:], run)

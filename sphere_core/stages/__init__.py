@@ -66,15 +66,19 @@ def check_selection(selected: list[str]) -> None:
     known = stage_names()
     for name in selected:
         if name not in known:
-            raise ConfigError(f"invalid config value for 'routing.stages': unknown stage {name!r}; "
-                              f"known: {', '.join(known)}")
+            raise ConfigError(
+                f"invalid config value for 'routing.stages': unknown stage {name!r}; "
+                f"known: {', '.join(known)}"
+            )
     first = [s.name for s in all_stages() if s.consumes is None]
     if not any(name in selected for name in first):
         raise ConfigError(f"routing.stages must include {' or '.join(first)}")
     for stage in stages_for(selected):
         if stage.consumes is not None and stage.consumes.stage not in selected:
-            raise ConfigError(f"routing.stages: {stage.name} needs {stage.consumes.stage} "
-                              f"(it takes that stage's {stage.consumes.decision!r} questions)")
+            raise ConfigError(
+                f"routing.stages: {stage.name} needs {stage.consumes.stage} "
+                f"(it takes that stage's {stage.consumes.decision!r} questions)"
+            )
 
 
 def stage_titles() -> dict[str, str]:

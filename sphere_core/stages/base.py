@@ -48,8 +48,9 @@ class Decision:
 
 
 PAIR = Decision("pair", "Sol_max right, Sol_min wrong: one pair", "#2ca02c")
-PAIR_INVERTED = Decision("pair_inverted", "Sol_min right, Sol_max wrong: the pair the other way",
-                         "#98df8a")
+PAIR_INVERTED = Decision(
+    "pair_inverted", "Sol_min right, Sol_max wrong: the pair the other way", "#98df8a"
+)
 ERROR = Decision("error", "the stage's search failed for this question", "#7f7f7f")
 COMMON_DECISIONS = (ERROR,)
 """Decisions any stage can emit (``routing.error_row``), after every stage's own."""
@@ -70,9 +71,15 @@ def _num(x: Any) -> float:
     return math.nan if x is None else float(x)
 
 
-def pair_candidate(stage: str, route: str, question: dict, prompt: Messages,
-                   chosen: tuple[str | None, Any, Any, Any], rejected: tuple[str | None, Any, Any, Any],
-                   run_id: str) -> dict[str, Any]:
+def pair_candidate(
+    stage: str,
+    route: str,
+    question: dict,
+    prompt: Messages,
+    chosen: tuple[str | None, Any, Any, Any],
+    rejected: tuple[str | None, Any, Any, Any],
+    run_id: str,
+) -> dict[str, Any]:
     """A trajectory pair candidate; ``chosen``/``rejected`` = (text, reward, answer, correct).
 
     The pair invariants (chosen verified right, rejected verified wrong, both finished,
@@ -82,18 +89,29 @@ def pair_candidate(stage: str, route: str, question: dict, prompt: Messages,
         "prompt": prompt,
         "chosen": [{"role": "assistant", "content": chosen[0] or ""}],
         "rejected": [{"role": "assistant", "content": rejected[0] or ""}],
-        "question_id": question["question_id"], "stage": stage, "route": route,
-        "granularity": "trajectory", "gold_answer": str(question["answer"]),
-        "reward_chosen": _num(chosen[1]), "reward_rejected": _num(rejected[1]),
-        "answer_chosen": chosen[2], "answer_rejected": rejected[2], "run_id": run_id,
-        "_ok_chosen": chosen[3], "_ok_rejected": rejected[3],
+        "question_id": question["question_id"],
+        "stage": stage,
+        "route": route,
+        "granularity": "trajectory",
+        "gold_answer": str(question["answer"]),
+        "reward_chosen": _num(chosen[1]),
+        "reward_rejected": _num(rejected[1]),
+        "answer_chosen": chosen[2],
+        "answer_rejected": rejected[2],
+        "run_id": run_id,
+        "_ok_chosen": chosen[3],
+        "_ok_rejected": rejected[3],
     }
 
 
 def side(row: dict, which: str) -> tuple[str | None, Any, Any, Any]:
     """(solution, reward, answer, correct) of the ``max`` or ``min`` path of a routing row."""
-    return (row.get(f"solution_{which}"), row.get(f"reward_{which}"), row.get(f"answer_{which}"),
-            row.get(f"correct_{which}"))
+    return (
+        row.get(f"solution_{which}"),
+        row.get(f"reward_{which}"),
+        row.get(f"answer_{which}"),
+        row.get(f"correct_{which}"),
+    )
 
 
 class BaseStage:
@@ -123,10 +141,14 @@ class BaseStage:
 
         d, model = cfg.to_dict(), self.model(cfg)
         return {
-            "model": model.model_dump(mode="json"), "weights": weights_id(model.path), "prm": d["prm"],
+            "model": model.model_dump(mode="json"),
+            "weights": weights_id(model.path),
+            "prm": d["prm"],
             "prm_model": cfg.prm_model.model_dump(mode="json"),
             "search": search_config(cfg),  # the settings of the configured strategy only
-            "reward": d["reward"], "orm": d["orm"], "num_candidates": self.num_candidates(cfg),
+            "reward": d["reward"],
+            "orm": d["orm"],
+            "num_candidates": self.num_candidates(cfg),
             "uses_orm": self.uses_orm(cfg),
         }
 
@@ -143,14 +165,19 @@ class BaseStage:
 
     def item(self, cfg: SphereConfig, question: dict, upstream: dict | None) -> StageItem:
         """The search input for ``question`` (``upstream``: the routing row that sent it here)."""
-        return StageItem(question["question_id"], question["problem"], str(question["answer"]),
-                         self.messages(question["problem"], None))
+        return StageItem(
+            question["question_id"],
+            question["problem"],
+            str(question["answer"]),
+            self.messages(question["problem"], None),
+        )
 
     # -- routing and pairs ----------------------------------------------------------------
     def route(self, run_id: str, item: StageItem, best: GradedPath, worst: GradedPath) -> dict:
         raise NotImplementedError
 
-    def pair_candidates(self, row: dict, question: dict, upstream: dict[str, dict],
-                        run_id: str) -> list[dict[str, Any]]:
+    def pair_candidates(
+        self, row: dict, question: dict, upstream: dict[str, dict], run_id: str
+    ) -> list[dict[str, Any]]:
         """Pair candidates of one routing row (``upstream``: stage -> that question's row)."""
         return []

@@ -39,8 +39,10 @@ class Correction(BaseStage):
     decisions = (PAIR, PAIR_INVERTED, UNRESOLVED)
     pair_decisions = ("pair", "pair_inverted")
     seed_offset = 1000
-    summary = ("Questions both Stage-1 paths got wrong: the policy sees its wrong solution plus "
-               "the correction prompt and searches again; the reward adds an outcome (ORM) term.")
+    summary = (
+        "Questions both Stage-1 paths got wrong: the policy sees its wrong solution plus "
+        "the correction prompt and searches again; the reward adds an outcome (ORM) term."
+    )
 
     def uses_orm(self, cfg):
         return cfg.reward.use_orm
@@ -55,8 +57,13 @@ class Correction(BaseStage):
 
     def item(self, cfg, question, upstream):
         source = (upstream or {}).get(f"solution_{cfg.routing.correction_source}") or ""
-        return StageItem(question["question_id"], question["problem"], str(question["answer"]),
-                         self.messages(question["problem"], source), source)
+        return StageItem(
+            question["question_id"],
+            question["problem"],
+            str(question["answer"]),
+            self.messages(question["problem"], source),
+            source,
+        )
 
     def route(self, run_id: str, item: StageItem, best: GradedPath, worst: GradedPath) -> dict:
         if best.correct:
@@ -65,14 +72,19 @@ class Correction(BaseStage):
             reason = f"The corrected Sol_max^SC verifies ({describe(best)}); rejected = {rejected}."
         elif worst.correct:
             decision = "pair_inverted"
-            reason = (f"Only the corrected Sol_min^SC verifies ({describe(worst)}; Sol_max^SC "
-                      f"{describe(best)}); it is chosen and Sol_max^SC rejected.")
+            reason = (
+                f"Only the corrected Sol_min^SC verifies ({describe(worst)}; Sol_max^SC "
+                f"{describe(best)}); it is chosen and Sol_max^SC rejected."
+            )
         else:
             decision = "unresolved"
-            reason = (f"No corrected path verifies (Sol_max^SC {describe(best)}, Sol_min^SC "
-                      f"{describe(worst)}, gold {item.gold!r}).")
-        return routing_row(run_id, item.question_id, self.name, decision, reason, best, worst,
-                           item.context)
+            reason = (
+                f"No corrected path verifies (Sol_max^SC {describe(best)}, Sol_min^SC "
+                f"{describe(worst)}, gold {item.gold!r})."
+            )
+        return routing_row(
+            run_id, item.question_id, self.name, decision, reason, best, worst, item.context
+        )
 
     def pair_candidates(self, row, question, upstream, run_id):
         if row["decision"] not in self.pair_decisions:
@@ -80,15 +92,26 @@ class Correction(BaseStage):
         source = row["source_solution"]
         prompt = self.messages(question["problem"], source)
         if row["decision"] == "pair_inverted":
-            return [pair_candidate(self.name, "pair_inverted", question, prompt, side(row, "min"),
-                                   side(row, "max"), run_id)]
+            return [
+                pair_candidate(
+                    self.name,
+                    "pair_inverted",
+                    question,
+                    prompt,
+                    side(row, "min"),
+                    side(row, "max"),
+                    run_id,
+                )
+            ]
         if row["correct_min"]:  # Sol_min^SC is right too: reject the original wrong solution
             origin = upstream.get(self.consumes.stage, {})
             which = "min" if origin.get("solution_min") == source else "max"
             rejected = (source, *side(origin, which)[1:])
         else:
             rejected = side(row, "min")
-        return [pair_candidate(self.name, "pair", question, prompt, side(row, "max"), rejected, run_id)]
+        return [
+            pair_candidate(self.name, "pair", question, prompt, side(row, "max"), rejected, run_id)
+        ]
 
 
 register(Correction())

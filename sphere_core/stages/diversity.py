@@ -36,9 +36,11 @@ class Diversity(BaseStage):
     consumes = Upstream("stage1", "to_diversity")
     decisions = (PAIR, NO_ERROR)
     seed_offset = 2000
-    summary = ("Questions both Stage-1 paths got right: a smaller policy pi_small searches with "
-               "factor x E candidates; its wrong path becomes the rejected answer against the "
-               "Stage-1 Sol_max.")
+    summary = (
+        "Questions both Stage-1 paths got right: a smaller policy pi_small searches with "
+        "factor x E candidates; its wrong path becomes the rejected answer against the "
+        "Stage-1 Sol_max."
+    )
 
     def model(self, cfg):
         return cfg.small_model
@@ -55,25 +57,37 @@ class Diversity(BaseStage):
     def warnings(self, cfg):
         from sphere_core.stages.small_model_check import small_model_warning
 
-        warning = small_model_warning(cfg.models.policy, self.model(cfg), cfg.models.small_is_intended)
+        warning = small_model_warning(
+            cfg.models.policy, self.model(cfg), cfg.models.small_is_intended
+        )
         return [warning] if warning else []
 
     def item(self, cfg, question, upstream):
         chosen = (upstream or {}).get("solution_max")
-        return StageItem(question["question_id"], question["problem"], str(question["answer"]),
-                         self.messages(question["problem"], None), chosen)
+        return StageItem(
+            question["question_id"],
+            question["problem"],
+            str(question["answer"]),
+            self.messages(question["problem"], None),
+            chosen,
+        )
 
     def route(self, run_id: str, item: StageItem, best: GradedPath, worst: GradedPath) -> dict:
         if not worst.correct or not best.correct:
             which, wrong = ("Sol_min", worst) if not worst.correct else ("Sol_max", best)
             decision = "pair"
-            reason = (f"pi_small's {which} is wrong ({describe(wrong)}, gold {item.gold!r}); "
-                      "paired against the Stage-1 Sol_max.")
+            reason = (
+                f"pi_small's {which} is wrong ({describe(wrong)}, gold {item.gold!r}); "
+                "paired against the Stage-1 Sol_max."
+            )
         else:
             decision = "no_error"
-            reason = f"pi_small's paths are all correct ({describe(best)}); no negative example found."
-        return routing_row(run_id, item.question_id, self.name, decision, reason, best, worst,
-                           item.context)
+            reason = (
+                f"pi_small's paths are all correct ({describe(best)}); no negative example found."
+            )
+        return routing_row(
+            run_id, item.question_id, self.name, decision, reason, best, worst, item.context
+        )
 
     def pair_candidates(self, row, question, upstream, run_id):
         if row["decision"] != "pair":
@@ -81,8 +95,17 @@ class Diversity(BaseStage):
         origin = upstream.get(self.consumes.stage, {})
         wrong = "min" if not row["correct_min"] else "max"
         chosen = (row["source_solution"], *side(origin, "max")[1:])
-        return [pair_candidate(self.name, "pair", question, self.messages(question["problem"], None),
-                               chosen, side(row, wrong), run_id)]
+        return [
+            pair_candidate(
+                self.name,
+                "pair",
+                question,
+                self.messages(question["problem"], None),
+                chosen,
+                side(row, wrong),
+                run_id,
+            )
+        ]
 
 
 register(Diversity())

@@ -34,8 +34,10 @@ class Generation(BaseStage):
     decisions = (PAIR, PAIR_INVERTED, TO_CORRECTION, TO_DIVERSITY)
     pair_decisions = ("pair", "pair_inverted")
     seed_offset = 0
-    summary = ("The policy samples E candidate next steps per node; the PRM-guided Eq. 3 reward "
-               "keeps the best and the worst step per depth, giving Sol_max and Sol_min.")
+    summary = (
+        "The policy samples E candidate next steps per node; the PRM-guided Eq. 3 reward "
+        "keeps the best and the worst step per depth, giving Sol_max and Sol_min."
+    )
 
     def route(self, run_id: str, item: StageItem, best: GradedPath, worst: GradedPath) -> dict:
         gold = item.gold
@@ -44,12 +46,16 @@ class Generation(BaseStage):
             reason = f"Sol_max is correct ({describe(best)}) and Sol_min is wrong ({describe(worst)}, gold {gold!r})."
         elif worst.correct and not best.correct:
             decision = "pair_inverted"
-            reason = (f"Sol_min is correct ({describe(worst)}) but Sol_max is wrong ({describe(best)}, "
-                      f"gold {gold!r}): the PRM preferred the wrong path; the correct one is chosen.")
+            reason = (
+                f"Sol_min is correct ({describe(worst)}) but Sol_max is wrong ({describe(best)}, "
+                f"gold {gold!r}): the PRM preferred the wrong path; the correct one is chosen."
+            )
         elif not best.correct:
             decision = "to_correction"
-            reason = (f"Both paths are wrong (Sol_max {describe(best)}, Sol_min {describe(worst)}, "
-                      f"gold {gold!r}); sent to self-correction.")
+            reason = (
+                f"Both paths are wrong (Sol_max {describe(best)}, Sol_min {describe(worst)}, "
+                f"gold {gold!r}); sent to self-correction."
+            )
         else:
             decision = "to_diversity"
             reason = f"Both paths are correct ({describe(best)}); no negative example, sent to the diversity stage."
@@ -59,9 +65,17 @@ class Generation(BaseStage):
         if row["decision"] not in self.pair_decisions:
             return []
         good, bad = ("max", "min") if row["decision"] == "pair" else ("min", "max")
-        return [pair_candidate(self.name, row["decision"], question,
-                               self.messages(question["problem"], None),
-                               side(row, good), side(row, bad), run_id)]
+        return [
+            pair_candidate(
+                self.name,
+                row["decision"],
+                question,
+                self.messages(question["problem"], None),
+                side(row, good),
+                side(row, bad),
+                run_id,
+            )
+        ]
 
 
 register(Generation())

@@ -44,14 +44,19 @@ def select_rows(stage, upstream: pd.DataFrame | None) -> pd.DataFrame | None:
     if stage.consumes is None:
         return None
     if upstream is None:
-        raise ArtifactError(f"{stage.name} needs the {stage.consumes.stage} routing rows and got none")
-    rows = upstream[(upstream["stage"] == stage.consumes.stage)
-                    & (upstream["decision"] == stage.consumes.decision)]
+        raise ArtifactError(
+            f"{stage.name} needs the {stage.consumes.stage} routing rows and got none"
+        )
+    rows = upstream[
+        (upstream["stage"] == stage.consumes.stage)
+        & (upstream["decision"] == stage.consumes.decision)
+    ]
     return rows
 
 
-def stage_items(stage, cfg: SphereConfig, questions: pd.DataFrame,
-                upstream: pd.DataFrame | None) -> tuple[list[StageItem], list[tuple[str, str]]]:
+def stage_items(
+    stage, cfg: SphereConfig, questions: pd.DataFrame, upstream: pd.DataFrame | None
+) -> tuple[list[StageItem], list[tuple[str, str]]]:
     """(items to search, (question_id, error) for questions that cannot be searched)."""
     rows = select_rows(stage, upstream)
     records = questions.to_dict("records")
@@ -77,9 +82,16 @@ def has_work(stage_name: str, upstream: pd.DataFrame | None) -> bool:
     return rows is None or len(rows) > 0
 
 
-def run_stage(stage_name: str, cfg: SphereConfig, questions: pd.DataFrame,
-              upstream: pd.DataFrame | None, *, run_id: str, home: Path,
-              stats: SearchStats | None = None) -> StageResult:
+def run_stage(
+    stage_name: str,
+    cfg: SphereConfig,
+    questions: pd.DataFrame,
+    upstream: pd.DataFrame | None,
+    *,
+    run_id: str,
+    home: Path,
+    stats: SearchStats | None = None,
+) -> StageResult:
     """Search, grade and route the questions of one stage. Per-question failures -> ``error`` rows."""
     stage = get_stage(stage_name)
     items, missing = stage_items(stage, cfg, questions, upstream)
@@ -89,8 +101,9 @@ def run_stage(stage_name: str, cfg: SphereConfig, questions: pd.DataFrame,
         tasks = [SearchTask(i.question_id, i.problem, i.gold, i.messages) for i in items]
         results = search_isolated(tasks, _searcher(stage, cfg, home, stats))
         routing.extend(_route(stage, cfg, items, results, trees, run_id))
-    return StageResult(pd.DataFrame(trees, columns=TREE_COLUMNS),
-                       pd.DataFrame(routing, columns=ROUTING_COLUMNS))
+    return StageResult(
+        pd.DataFrame(trees, columns=TREE_COLUMNS), pd.DataFrame(routing, columns=ROUTING_COLUMNS)
+    )
 
 
 def _searcher(stage, cfg: SphereConfig, home: Path, stats: SearchStats | None):
@@ -103,16 +116,25 @@ def _searcher(stage, cfg: SphereConfig, home: Path, stats: SearchStats | None):
         from sphere_core.search.sampling_search import SamplingParams, sampling_search
 
         sampling = SamplingParams.for_stage(cfg, stage)
-        return lambda batch: sampling_search(batch, generator, sampling, stage=stage.name,
-                                             grade=lambda t, g: _grade(t, g, cfg), stats=stats)
+        return lambda batch: sampling_search(
+            batch,
+            generator,
+            sampling,
+            stage=stage.name,
+            grade=lambda t, g: _grade(t, g, cfg),
+            stats=stats,
+        )
     params = SearchParams.for_stage(cfg, stage)
     prm = get_prm(cfg, home)
     orm = get_orm(cfg, home, prm) if params.use_orm else None
-    return lambda batch: pruned_search(batch, generator, prm, params, cfg.reward, stage=stage.name,
-                                       orm=orm, stats=stats)
+    return lambda batch: pruned_search(
+        batch, generator, prm, params, cfg.reward, stage=stage.name, orm=orm, stats=stats
+    )
 
 
-def _grade(texts: list[str], golds: list[str], cfg: SphereConfig) -> list[tuple[str | None, bool] | Exception]:
+def _grade(
+    texts: list[str], golds: list[str], cfg: SphereConfig
+) -> list[tuple[str | None, bool] | Exception]:
     """Grade all texts in one call; if that fails, one by one so a bad item is isolated."""
     from sphere_core.grading import get_grader
 
@@ -130,8 +152,14 @@ def _grade(texts: list[str], golds: list[str], cfg: SphereConfig) -> list[tuple[
     return out
 
 
-def _route(stage, cfg: SphereConfig, items: list[StageItem], results: list[SearchResult | Exception],
-           trees: list[dict], run_id: str) -> list[dict]:
+def _route(
+    stage,
+    cfg: SphereConfig,
+    items: list[StageItem],
+    results: list[SearchResult | Exception],
+    trees: list[dict],
+    run_id: str,
+) -> list[dict]:
     from sphere_core.grading import extract_answer
 
     ok = [(i, r) for i, r in zip(items, results) if isinstance(r, SearchResult)]
@@ -145,8 +173,13 @@ def _route(stage, cfg: SphereConfig, items: list[StageItem], results: list[Searc
         if isinstance(res, Exception):
             rows.append(error_row(run_id, qid, stage.name, f"{type(res).__name__}: {res}"))
             continue
-        trees.extend(res.tree_rows(run_id=run_id, stage=stage.name,
-                                   extract=lambda t: extract_answer(t, ROUTING_FALLBACK)))
+        trees.extend(
+            res.tree_rows(
+                run_id=run_id,
+                stage=stage.name,
+                extract=lambda t: extract_answer(t, ROUTING_FALLBACK),
+            )
+        )
         g_max, g_min = graded[qid]
         if isinstance(g_max, Exception) or isinstance(g_min, Exception):
             bad = g_max if isinstance(g_max, Exception) else g_min

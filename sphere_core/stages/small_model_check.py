@@ -38,12 +38,16 @@ def small_model_warning(policy: ModelSpec, small: ModelSpec, intended: bool = Fa
     if intended:
         return None
     if (small.path, small.backend, small.adapter) == (policy.path, policy.backend, policy.adapter):
-        return (f"the diversity stage uses pi_small = the policy itself ({policy.path!r}); the paper asks "
-                "for a smaller model of the same family (set models.small, or models.small_is_intended=true).")
+        return (
+            f"the diversity stage uses pi_small = the policy itself ({policy.path!r}); the paper asks "
+            "for a smaller model of the same family (set models.small, or models.small_is_intended=true)."
+        )
     p_dir, s_dir = Path(policy.path).expanduser(), Path(small.path).expanduser()
     if p_dir.is_dir() and s_dir.is_dir():
         n_p, n_s = count_parameters(p_dir), count_parameters(s_dir)
         if n_p is not None and n_s is not None and n_s >= n_p:
-            return (f"pi_small ({small.path}, {n_s:,} parameters) is not smaller than the policy "
-                    f"({policy.path}, {n_p:,} parameters).")
+            return (
+                f"pi_small ({small.path}, {n_s:,} parameters) is not smaller than the policy "
+                f"({policy.path}, {n_p:,} parameters)."
+            )
     return None

@@ -149,8 +149,10 @@ def _install_sqlite_events(engine: Engine) -> None:
 
 def _what_to_do(path: Path) -> str:
     if path.name == "sphere.db":  # the default file in $SPHERE_HOME
-        return ("set SPHERE_HOME to a writable directory, or point --database-url / "
-                "SPHERE_DATABASE_URL at another database")
+        return (
+            "set SPHERE_HOME to a writable directory, or point --database-url / "
+            "SPHERE_DATABASE_URL at another database"
+        )
     return "point --database-url / SPHERE_DATABASE_URL at a database in a writable directory"
 
 
@@ -160,7 +162,9 @@ def _prepare_sqlite_dir(path: Path) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as err:
-        blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), parent)
+        blocker = next(
+            (p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), parent
+        )
         raise StoreError(
             f"cannot create SQLite database {path}: {blocker} is not a directory; {_what_to_do(path)}"
         ) from err
@@ -195,8 +199,13 @@ def make_engine(database_url: str) -> Engine:
 
 
 _SQLITE_DAMAGED = ("file is not a database", "malformed", "not a database", "file is encrypted")
-_SQLITE_UNWRITABLE = ("unable to open database file", "readonly database", "read-only",
-                      "permission denied", "disk i/o error")
+_SQLITE_UNWRITABLE = (
+    "unable to open database file",
+    "readonly database",
+    "read-only",
+    "permission denied",
+    "disk i/o error",
+)
 
 
 def sqlite_problem(url: str | URL, reason: str) -> str | None:
@@ -207,12 +216,16 @@ def sqlite_problem(url: str | URL, reason: str) -> str | None:
         return None
     low = reason.lower()
     if any(s in low for s in _SQLITE_DAMAGED):
-        return (f"SQLite database {path} is damaged ({reason}): move it aside (e.g. `mv {path} "
-                f"{path}.damaged`) and run `sphere db upgrade` to start an empty store, or point "
-                "--database-url / SPHERE_DATABASE_URL at another database")
+        return (
+            f"SQLite database {path} is damaged ({reason}): move it aside (e.g. `mv {path} "
+            f"{path}.damaged`) and run `sphere db upgrade` to start an empty store, or point "
+            "--database-url / SPHERE_DATABASE_URL at another database"
+        )
     if any(s in low for s in _SQLITE_UNWRITABLE):
-        return (f"cannot open SQLite database {path} ({reason}): make {path.parent} writable, "
-                f"or {_what_to_do(path)}")
+        return (
+            f"cannot open SQLite database {path} ({reason}): make {path.parent} writable, "
+            f"or {_what_to_do(path)}"
+        )
     return None
 
 
@@ -223,7 +236,10 @@ def connection_error(url: str | URL, err: BaseException) -> StoreError:
     reason = _first_line(orig)
     if parsed.password:
         reason = reason.replace(str(parsed.password), "***")
-    return StoreError(sqlite_problem(parsed, reason) or f"cannot connect to database {redact_url(parsed)}: {reason}")
+    return StoreError(
+        sqlite_problem(parsed, reason)
+        or f"cannot connect to database {redact_url(parsed)}: {reason}"
+    )
 
 
 def check_connection(engine: Engine) -> None:
@@ -251,7 +267,9 @@ def head_revision() -> str:
 
     heads = ScriptDirectory.from_config(_alembic_config("sqlite://")).get_heads()
     if len(heads) != 1:
-        raise StoreError(f"migrations in {MIGRATIONS_DIR} have {len(heads)} heads {heads}; expected 1")
+        raise StoreError(
+            f"migrations in {MIGRATIONS_DIR} have {len(heads)} heads {heads}; expected 1"
+        )
     return heads[0]
 
 
@@ -272,8 +290,9 @@ def _advisory_key(url: URL) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def upgrade_database(database_url: str | None = None, *, engine: Engine | None = None,
-                     revision: str = "head") -> str | None:
+def upgrade_database(
+    database_url: str | None = None, *, engine: Engine | None = None, revision: str = "head"
+) -> str | None:
     """``alembic upgrade <revision>`` on the database; safe to run from several processes.
 
     Returns the revision the database is at afterwards.
@@ -287,8 +306,9 @@ def upgrade_database(database_url: str | None = None, *, engine: Engine | None =
             engine.dispose()
 
 
-def downgrade_database(database_url: str | None = None, *, engine: Engine | None = None,
-                       revision: str = "base") -> str | None:
+def downgrade_database(
+    database_url: str | None = None, *, engine: Engine | None = None, revision: str = "base"
+) -> str | None:
     own_engine = engine is None
     engine = engine or make_engine(resolve_database_url(database_url))
     try:
@@ -338,12 +358,16 @@ def _migrate(engine: Engine, direction: str, revision: str) -> str | None:
                 finally:
                     if pg:
                         conn.rollback()
-                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _advisory_key(url)})
+                        conn.execute(
+                            text("SELECT pg_advisory_unlock(:k)"), {"k": _advisory_key(url)}
+                        )
                         conn.commit()
             except exc.DBAPIError as err:
                 reason = _first_line(err.orig)
                 problem = sqlite_problem(url, reason)
                 if problem:
                     raise StoreError(problem) from err
-                raise StoreError(f"migrating {redact_url(url)} ({direction} {revision}) failed: {reason}") from err
+                raise StoreError(
+                    f"migrating {redact_url(url)} ({direction} {revision}) failed: {reason}"
+                ) from err
     return current_revision(engine)

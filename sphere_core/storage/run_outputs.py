@@ -124,34 +124,53 @@ class RunOutputs:
         self.store = ArtifactStore(self.home)
 
     # -- ingest ---------------------------------------------------------------------------
-    def ingest(self, key: str, shard_size: int, compute: Callable[[], Any]) -> tuple[int, int, int, bool]:
+    def ingest(
+        self, key: str, shard_size: int, compute: Callable[[], Any]
+    ) -> tuple[int, int, int, bool]:
         """Questions sharded under ``key`` (computed once): (n_shards, questions, rejected, cached)."""
         with self.store.claim_artifact(QUESTIONS, key):
-            if not (self.store.is_complete(QUESTIONS, key, verify=True)
-                    and self.store.is_complete(REJECTS, key, verify=True)):
+            if not (
+                self.store.is_complete(QUESTIONS, key, verify=True)
+                and self.store.is_complete(REJECTS, key, verify=True)
+            ):
                 result = compute()
                 questions = result.questions.reset_index(drop=True)
                 rejects = result.rejects if len(result.rejects) else empty_frame(REJECT_COLUMNS)
                 self.store.write_shard(REJECTS, key, 0, rejects)
-                self.store.write_manifest(REJECTS, key, {"schema_version": SCHEMA_VERSION}, expected_shards=1)
+                self.store.write_manifest(
+                    REJECTS, key, {"schema_version": SCHEMA_VERSION}, expected_shards=1
+                )
                 n = shard_count(len(questions), shard_size)
                 for shard in range(n):
-                    part = questions.iloc[shard * shard_size:(shard + 1) * shard_size]
+                    part = questions.iloc[shard * shard_size : (shard + 1) * shard_size]
                     self.store.write_shard(QUESTIONS, key, shard, part)
-                self.store.write_manifest(QUESTIONS, key, {"stats": result.stats}, expected_shards=n)
+                self.store.write_manifest(
+                    QUESTIONS, key, {"stats": result.stats}, expected_shards=n
+                )
                 return n, len(questions), len(rejects), False
         manifest = self.store.read_manifest(QUESTIONS, key) or {}
         rejected = (self.store.read_manifest(REJECTS, key) or {}).get("total_rows", 0)
-        return int(manifest.get("shards", 0)), int(manifest.get("total_rows", 0)), int(rejected), True
+        return (
+            int(manifest.get("shards", 0)),
+            int(manifest.get("total_rows", 0)),
+            int(rejected),
+            True,
+        )
 
     # -- stage shards -----------------------------------------------------------------------
     def shard_done(self, stage: str, key: str, shard: int) -> bool:
         """Both frames of the shard exist and verify (a damaged one is moved aside: not done)."""
-        return (self.store.has_shard(tree_output(stage), key, shard)
-                and self.store.has_shard(routing_output(stage), key, shard))
+        return self.store.has_shard(tree_output(stage), key, shard) and self.store.has_shard(
+            routing_output(stage), key, shard
+        )
 
-    def stage_shard(self, plan: RunPlan, stage: str, shard: int,
-                    compute: Callable[[pd.DataFrame, pd.DataFrame | None], Any]) -> ShardInfo:
+    def stage_shard(
+        self,
+        plan: RunPlan,
+        stage: str,
+        shard: int,
+        compute: Callable[[pd.DataFrame, pd.DataFrame | None], Any],
+    ) -> ShardInfo:
         """Compute one stage on one shard unless a verified result exists.
 
         ``compute(questions, upstream_routing)`` returns an object with ``tree``/``routing``
@@ -167,15 +186,26 @@ class RunOutputs:
             upstream = None
             consumes = get_stage(stage).consumes
             if consumes is not None:
-                upstream = self.store.read_shard(routing_output(consumes.stage), plan.stages[consumes.stage], shard)
+                upstream = self.store.read_shard(
+                    routing_output(consumes.stage), plan.stages[consumes.stage], shard
+                )
             if self.shard_done(stage, key, shard):
                 routing = self.store.read_shard(routing_output(stage), key, shard)
                 redo = _redo(stage, routing, upstream)
                 if not redo:
                     return ShardInfo(stage, shard, True, len(routing), _counts(routing))
-                routing = self._retry(plan, stage, shard, routing, redo, questions, upstream, compute)
-                return ShardInfo(stage, shard, False, len(routing), _counts(routing),
-                                 round(time.perf_counter() - started, 3), retried=len(redo))
+                routing = self._retry(
+                    plan, stage, shard, routing, redo, questions, upstream, compute
+                )
+                return ShardInfo(
+                    stage,
+                    shard,
+                    False,
+                    len(routing),
+                    _counts(routing),
+                    round(time.perf_counter() - started, 3),
+                    retried=len(redo),
+                )
             if has_work(stage, upstream):
                 result = compute(questions, upstream)
                 tree, routing = result.tree, result.routing
@@ -183,11 +213,26 @@ class RunOutputs:
                 tree, routing = empty_frame(TREE_COLUMNS), empty_frame(ROUTING_COLUMNS)
             self.store.write_shard(tree_output(stage), key, shard, tree)
             self.store.write_shard(routing_output(stage), key, shard, routing)  # last: marks done
-        return ShardInfo(stage, shard, False, len(routing), _counts(routing),
-                         round(time.perf_counter() - started, 3))
+        return ShardInfo(
+            stage,
+            shard,
+            False,
+            len(routing),
+            _counts(routing),
+            round(time.perf_counter() - started, 3),
+        )
 
-    def _retry(self, plan: RunPlan, stage: str, shard: int, routing: pd.DataFrame, redo: set[str],
-               questions: pd.DataFrame, upstream: pd.DataFrame | None, compute) -> pd.DataFrame:
+    def _retry(
+        self,
+        plan: RunPlan,
+        stage: str,
+        shard: int,
+        routing: pd.DataFrame,
+        redo: set[str],
+        questions: pd.DataFrame,
+        upstream: pd.DataFrame | None,
+        compute,
+    ) -> pd.DataFrame:
         """Search the ``redo`` questions of a finished shard again; keep its other rows."""
         key = plan.stages[stage]
         pick = questions["question_id"].astype(str).isin(redo)
@@ -197,8 +242,9 @@ class RunOutputs:
         keep_tree = tree[~tree["question_id"].astype(str).isin(redo)]
         keep = routing[~routing["question_id"].astype(str).isin(redo)]
         why = f"held {len(redo)} question(s) searched again (errored or newly routed)"
-        self.store.replace_shard(tree_output(stage), key, shard,
-                                 concat([keep_tree, result.tree], TREE_COLUMNS), why)
+        self.store.replace_shard(
+            tree_output(stage), key, shard, concat([keep_tree, result.tree], TREE_COLUMNS), why
+        )
         routing = concat([keep, result.routing], ROUTING_COLUMNS)
         self.store.replace_shard(routing_output(stage), key, shard, routing, why)  # last
         return routing
@@ -208,35 +254,53 @@ class RunOutputs:
         for stage, key in plan.stages.items():
             for name in (tree_output(stage), routing_output(stage)):
                 if not self.store.is_complete(name, key, verify=True):
-                    self.store.write_manifest(name, key, {"schema_version": SCHEMA_VERSION},
-                                              expected_shards=plan.n_shards)
+                    self.store.write_manifest(
+                        name, key, {"schema_version": SCHEMA_VERSION}, expected_shards=plan.n_shards
+                    )
 
     def stage_frames(self, plan: RunPlan, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(routing, tree) of every stage of the plan, stamped with ``run_id``."""
         routing = [self.store.read_stage(routing_output(s), k) for s, k in plan.stages.items()]
         trees = [self.store.read_stage(tree_output(s), k) for s, k in plan.stages.items()]
-        return (concat(routing, ROUTING_COLUMNS).assign(run_id=run_id),
-                concat(trees, TREE_COLUMNS).assign(run_id=run_id))
+        return (
+            concat(routing, ROUTING_COLUMNS).assign(run_id=run_id),
+            concat(trees, TREE_COLUMNS).assign(run_id=run_id),
+        )
 
     # -- pairs --------------------------------------------------------------------------------
-    def pairs(self, plan: RunPlan, compute: Callable[[], tuple[pd.DataFrame, pd.DataFrame, list]],
-              refresh: bool = False) -> dict:
+    def pairs(
+        self,
+        plan: RunPlan,
+        compute: Callable[[], tuple[pd.DataFrame, pd.DataFrame, list]],
+        refresh: bool = False,
+    ) -> dict:
         """Train/eval pairs under ``plan.pairs_key`` (computed once): counts and dropped.
         ``refresh``: a stage shard was searched again, so pairs built before are moved aside."""
         with self.store.claim_artifact(PAIRS["eval"], plan.pairs_key):
             if refresh:
                 for name in PAIRS.values():
                     self.store.discard(name, plan.pairs_key, "predates questions searched again")
-            if not all(self.store.is_complete(name, plan.pairs_key, verify=True) for name in PAIRS.values()):
+            if not all(
+                self.store.is_complete(name, plan.pairs_key, verify=True) for name in PAIRS.values()
+            ):
                 train, evaluation, dropped = compute()
-                for split, frame in (("train", train), ("eval", evaluation)):  # eval last: marks done
+                for split, frame in (
+                    ("train", train),
+                    ("eval", evaluation),
+                ):  # eval last: marks done
                     name = PAIRS[split]
                     if not self.store.is_complete(name, plan.pairs_key, verify=True):
                         self.store.write_shard(name, plan.pairs_key, 0, frame)
-                        self.store.write_manifest(name, plan.pairs_key, {"schema_version": SCHEMA_VERSION,
-                                                                         "dropped": dropped}, expected_shards=1)
-        counts = {split: int((self.store.read_manifest(name, plan.pairs_key) or {}).get("total_rows", 0))
-                  for split, name in PAIRS.items()}
+                        self.store.write_manifest(
+                            name,
+                            plan.pairs_key,
+                            {"schema_version": SCHEMA_VERSION, "dropped": dropped},
+                            expected_shards=1,
+                        )
+        counts = {
+            split: int((self.store.read_manifest(name, plan.pairs_key) or {}).get("total_rows", 0))
+            for split, name in PAIRS.items()
+        }
         dropped = (self.store.read_manifest(PAIRS["eval"], plan.pairs_key) or {}).get("dropped", [])
         return {"train": counts["train"], "eval": counts["eval"], "dropped": dropped}
 
@@ -244,14 +308,18 @@ class RunOutputs:
         return self.store.read_stage(PAIRS[split], plan.pairs_key).assign(run_id=run_id)
 
     # -- evaluations ------------------------------------------------------------------------------
-    def evaluation(self, key: str, compute: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, bool]:
+    def evaluation(
+        self, key: str, compute: Callable[[], pd.DataFrame]
+    ) -> tuple[pd.DataFrame, bool]:
         """Per-item evaluation records under ``key`` (computed once): (items, reused)."""
         with self.store.claim_artifact(EVAL_ITEMS, key):
             if self.store.is_complete(EVAL_ITEMS, key, verify=True):
                 return self.store.read_stage(EVAL_ITEMS, key), True
             items = compute()
             self.store.write_shard(EVAL_ITEMS, key, 0, items)
-            self.store.write_manifest(EVAL_ITEMS, key, {"schema_version": SCHEMA_VERSION}, expected_shards=1)
+            self.store.write_manifest(
+                EVAL_ITEMS, key, {"schema_version": SCHEMA_VERSION}, expected_shards=1
+            )
             return items, False
 
     # -- the run view ------------------------------------------------------------------------------
@@ -263,14 +331,21 @@ class RunOutputs:
         outputs = {
             "questions": _pointer(QUESTIONS, plan.questions_key),
             "rejects": _pointer(REJECTS, plan.questions_key),
-            "stages": {s: {"tree": _pointer(tree_output(s), k), "routing": _pointer(routing_output(s), k)}
-                       for s, k in plan.stages.items()},
+            "stages": {
+                s: {"tree": _pointer(tree_output(s), k), "routing": _pointer(routing_output(s), k)}
+                for s, k in plan.stages.items()
+            },
             "pairs": {split: _pointer(name, plan.pairs_key) for split, name in PAIRS.items()},
         }
         for split in PAIRS:
             write_pairs_file(self.read_pairs(plan, split, run_id), view.pairs_path(split))
-        record = {"run_id": run_id, "round": plan.round, "plan": plan.to_dict(), "outputs": outputs,
-                  **(extra or {})}
+        record = {
+            "run_id": run_id,
+            "round": plan.round,
+            "plan": plan.to_dict(),
+            "outputs": outputs,
+            **(extra or {}),
+        }
         _write_json(view.dir / VIEW_FILE, record)
         return view.dir
 
@@ -294,7 +369,11 @@ def _pointer(output: str, key: str) -> dict[str, str]:
 
 
 def _counts(routing: pd.DataFrame) -> dict[str, int]:
-    return {str(k): int(v) for k, v in routing["decision"].value_counts().items()} if len(routing) else {}
+    return (
+        {str(k): int(v) for k, v in routing["decision"].value_counts().items()}
+        if len(routing)
+        else {}
+    )
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -330,7 +409,9 @@ class RunView:
             try:
                 self._record = json.loads(path.read_text())
             except FileNotFoundError:
-                raise RunNotFoundError(f"run {self.run_id!r} has no generate outputs yet ({path} is missing)") from None
+                raise RunNotFoundError(
+                    f"run {self.run_id!r} has no generate outputs yet ({path} is missing)"
+                ) from None
             except (OSError, ValueError) as err:
                 raise ArtifactError(f"cannot read the run view {path}: {err}") from err
         return self._record
@@ -343,7 +424,9 @@ class RunView:
         """The stages this round ran, in run order."""
         return list(self.record["outputs"]["stages"])
 
-    def _read(self, pointer: dict[str, str], columns: list[str], stamp: bool = True) -> pd.DataFrame:
+    def _read(
+        self, pointer: dict[str, str], columns: list[str], stamp: bool = True
+    ) -> pd.DataFrame:
         frame = self._store.read_stage(pointer["output"], pointer["key"])
         if frame.empty:
             frame = empty_frame(columns)
@@ -358,18 +441,24 @@ class RunView:
     def routing(self, stage: str | None = None) -> pd.DataFrame:
         stages = self.record["outputs"]["stages"]
         chosen = [stage] if stage else list(stages)
-        return concat([self._read(stages[s]["routing"], ROUTING_COLUMNS) for s in chosen if s in stages],
-                      ROUTING_COLUMNS)
+        return concat(
+            [self._read(stages[s]["routing"], ROUTING_COLUMNS) for s in chosen if s in stages],
+            ROUTING_COLUMNS,
+        )
 
     def tree(self, stage: str | None = None) -> pd.DataFrame:
         stages = self.record["outputs"]["stages"]
         chosen = [stage] if stage else list(stages)
-        return concat([self._read(stages[s]["tree"], TREE_COLUMNS) for s in chosen if s in stages],
-                      TREE_COLUMNS)
+        return concat(
+            [self._read(stages[s]["tree"], TREE_COLUMNS) for s in chosen if s in stages],
+            TREE_COLUMNS,
+        )
 
     def pairs(self, split: str | None = None) -> pd.DataFrame:
         splits = [split] if split else list(PAIRS)
-        frames = [pd.read_parquet(self.pairs_path(s)) for s in splits if self.pairs_path(s).is_file()]
+        frames = [
+            pd.read_parquet(self.pairs_path(s)) for s in splits if self.pairs_path(s).is_file()
+        ]
         return concat(frames, PAIR_COLUMNS)
 
     def pairs_path(self, split: str) -> Path:
@@ -388,4 +477,3 @@ class RunView:
             return json.loads(path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-

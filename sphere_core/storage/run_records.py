@@ -43,8 +43,10 @@ def record_generate(cfg: SphereConfig, home: Path, run_id: str, plan: Any) -> No
     from sphere_core.storage.run_outputs import RunView
 
     view = RunView(home, run_id, plan.round)
-    pairs = pd.concat([view.pairs("train").assign(split="train"), view.pairs("eval").assign(split="eval")],
-                      ignore_index=True)
+    pairs = pd.concat(
+        [view.pairs("train").assign(split="train"), view.pairs("eval").assign(split="eval")],
+        ignore_index=True,
+    )
     with open_store(cfg, home) as repo:
         repo.upsert_questions(view.questions())
         repo.prune_routing_events(run_id, plan.round, keep=dict(plan.stages))
@@ -53,19 +55,32 @@ def record_generate(cfg: SphereConfig, home: Path, run_id: str, plan: Any) -> No
         repo.record_pairs(run_id, plan.round, pairs, artifact_key=plan.pairs_key)
 
 
-def record_training(cfg: SphereConfig, home: Path, run_id: str, result: Any, round: int = 1) -> None:
+def record_training(
+    cfg: SphereConfig, home: Path, run_id: str, result: Any, round: int = 1
+) -> None:
     """The adapter (and merged model) a DPO run wrote, with its scalar metrics."""
     ensure_run(cfg, home, run_id, kind="train")
     summary = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str, bool))}
     with open_store(cfg, home) as repo:
-        repo.record_checkpoint(run_id, result.adapter_dir, "adapter",
-                               {**summary, "best_checkpoint": result.best_checkpoint}, round=round)
+        repo.record_checkpoint(
+            run_id,
+            result.adapter_dir,
+            "adapter",
+            {**summary, "best_checkpoint": result.best_checkpoint},
+            round=round,
+        )
         if result.merged_dir:
             repo.record_checkpoint(run_id, result.merged_dir, "merged", summary, round=round)
 
 
-def record_evaluation(cfg: SphereConfig, home: Path, run_id: str, summary: Any,
-                      details: dict | None = None, round: int = 1) -> int:
+def record_evaluation(
+    cfg: SphereConfig,
+    home: Path,
+    run_id: str,
+    summary: Any,
+    details: dict | None = None,
+    round: int = 1,
+) -> int:
     """Each evaluation summary row (model, benchmark, metric, value, n)."""
     from sphere_core.evaluation.runner import record_summary
 

@@ -142,11 +142,17 @@ def checkpoint_callback(key: str, save_steps: int | None):
 def default_key(cfg, train_path: Path, eval_path: Path | None, granularities=None) -> str:
     """A training key when the caller gives none: the pairs files' contents, the granularities,
     the training config (without the checkpoint schedule) and the policy."""
-    files = [hashlib.sha256(Path(p).read_bytes()).hexdigest() if p and Path(p).is_file() else None
-             for p in (train_path, eval_path)]
+    files = [
+        hashlib.sha256(Path(p).read_bytes()).hexdigest() if p and Path(p).is_file() else None
+        for p in (train_path, eval_path)
+    ]
     training = {k: v for k, v in cfg.to_dict()["training"].items() if k not in SCHEDULE_SETTINGS}
-    record = {"files": files, "granularities": list(granularities) if granularities else None,
-              "training": training, "policy": cfg.models.policy.model_dump(mode="json")}
+    record = {
+        "files": files,
+        "granularities": list(granularities) if granularities else None,
+        "training": training,
+        "policy": cfg.models.policy.model_dump(mode="json"),
+    }
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

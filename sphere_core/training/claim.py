@@ -37,8 +37,12 @@ def _holder(fd: int) -> str:
 
 
 def _write_holder(fd: int, what: str) -> None:
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
-              "since": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")}
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "what": what,
+        "since": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(record).encode(), 0)
 
@@ -78,11 +82,17 @@ def _acquire(fd: int, fcntl, what: str, timeout_s: float | None) -> None:
         holder = _holder(fd)
         waited = time.monotonic() - began
         if timeout_s is not None and waited >= timeout_s:
-            raise TrainingError(f"{what} is being trained by {holder}; wait for it to finish "
-                                f"(or stop it), then run the same command again")
+            raise TrainingError(
+                f"{what} is being trained by {holder}; wait for it to finish "
+                f"(or stop it), then run the same command again"
+            )
         if not announced:
-            emit("info", f"dpo: {what} is being trained by {holder}; waiting for it "
-                         "(its result is reused, or its checkpoint resumed)", stage="dpo")
+            emit(
+                "info",
+                f"dpo: {what} is being trained by {holder}; waiting for it "
+                "(its result is reused, or its checkpoint resumed)",
+                stage="dpo",
+            )
             announced = True
         interrupts.check()
         time.sleep(POLL_S)

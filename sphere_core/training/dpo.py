@@ -99,8 +99,17 @@ from sphere_core.training.dpo_setup import (  # noqa: F401  (re-exported: caller
 )
 from sphere_core.training.merged import MERGED_FILES, save_merged
 
-__all__ = ["MERGED_FILES", "TRAIN_LOG", "TRL_COLUMNS", "TrainResult", "load_pairs", "load_policy",
-           "save_merged", "train_dpo", "usable_cores"]
+__all__ = [
+    "MERGED_FILES",
+    "TRAIN_LOG",
+    "TRL_COLUMNS",
+    "TrainResult",
+    "load_pairs",
+    "load_policy",
+    "save_merged",
+    "train_dpo",
+    "usable_cores",
+]
 
 log = logging.getLogger(__name__)
 TRAIN_LOG = "train_log.json"
@@ -134,7 +143,8 @@ def _datasets(train_path: Path, eval_path: Path | None, granularities: Sequence[
         log.warning(
             "no eval pairs in %s: training on %d pairs without an eval split; the final "
             "adapter is kept instead of the lowest-eval-loss checkpoint",
-            eval_path, len(train_ds),
+            eval_path,
+            len(train_ds),
         )
         eval_ds = None
     return train_ds, eval_ds
@@ -164,21 +174,36 @@ def train_dpo(
     resume = checkpoints.prepare(Path(args.output_dir), key)
     model, tokenizer = load_policy(cfg, home, device)
     with _torch_threads(device) as threads, _completion_positions_only(device):
-        trainer, setup_s = _build_trainer(cfg, model, tokenizer, args, train_ds, eval_ds, train_path)
+        trainer, setup_s = _build_trainer(
+            cfg, model, tokenizer, args, train_ds, eval_ds, train_path
+        )
         lengths = _check_lengths(cfg, trainer, train_path)
-        emit("info", f"dpo: {len(train_ds)} train / {len(eval_ds) if eval_ds is not None else 0} eval "
-                     f"pairs on {device} ({threads} threads, bf16 {bool(args.bf16)}), longest pair "
-                     f"{max(lengths)} tokens; reference log-probs ready in {setup_s:.1f}s",
-             stage="dpo", elapsed_s=round(setup_s, 2))
-        disk.require_free(Path(args.output_dir), checkpoints.space_needed(trainer.model, cfg.training),
-                          "DPO checkpoints")
+        emit(
+            "info",
+            f"dpo: {len(train_ds)} train / {len(eval_ds) if eval_ds is not None else 0} eval "
+            f"pairs on {device} ({threads} threads, bf16 {bool(args.bf16)}), longest pair "
+            f"{max(lengths)} tokens; reference log-probs ready in {setup_s:.1f}s",
+            stage="dpo",
+            elapsed_s=round(setup_s, 2),
+        )
+        disk.require_free(
+            Path(args.output_dir),
+            checkpoints.space_needed(trainer.model, cfg.training),
+            "DPO checkpoints",
+        )
         progress = _attach_callbacks(trainer, cfg, key)
         metrics: dict[str, Any] = dict(_train(trainer, resume, train_path).metrics)
-        metrics.update(n_train=len(train_ds), n_eval=len(eval_ds) if eval_ds is not None else 0,
-                       device=device, bf16=bool(args.bf16), threads=threads,
-                       ref_precompute_s=round(setup_s, 3), max_pair_tokens=max(lengths),
-                       n_truncated=sum(n > cfg.training.max_length for n in lengths),
-                       **_run_metrics(trainer, progress, resume))
+        metrics.update(
+            n_train=len(train_ds),
+            n_eval=len(eval_ds) if eval_ds is not None else 0,
+            device=device,
+            bf16=bool(args.bf16),
+            threads=threads,
+            ref_precompute_s=round(setup_s, 3),
+            max_pair_tokens=max(lengths),
+            n_truncated=sum(n > cfg.training.max_length for n in lengths),
+            **_run_metrics(trainer, progress, resume),
+        )
         if eval_ds is not None:
             progress.final = True
             metrics.update(trainer.evaluate())  # the loaded (best) adapter's eval metrics
@@ -189,22 +214,39 @@ def train_dpo(
     history, best = list(trainer.state.log_history), _best_checkpoint(trainer)
     del trainer, model  # free the training copy before the merge loads the policy again
     gc.collect()
-    merged_dir = save_merged(cfg, home, adapter_dir, output_dir / "merged") if cfg.training.save_merged else None
-    result = TrainResult(adapter_dir=adapter_dir, merged_dir=merged_dir,
-                         metrics={k: _plain(v) for k, v in metrics.items()},
-                         log_history=history, best_checkpoint=best)
-    (output_dir / TRAIN_LOG).write_text(json.dumps(
-        {"log_history": history, "metrics": result.metrics, "best_checkpoint": result.best_checkpoint},
-        indent=2, default=str,
-    ))
+    merged_dir = (
+        save_merged(cfg, home, adapter_dir, output_dir / "merged")
+        if cfg.training.save_merged
+        else None
+    )
+    result = TrainResult(
+        adapter_dir=adapter_dir,
+        merged_dir=merged_dir,
+        metrics={k: _plain(v) for k, v in metrics.items()},
+        log_history=history,
+        best_checkpoint=best,
+    )
+    (output_dir / TRAIN_LOG).write_text(
+        json.dumps(
+            {
+                "log_history": history,
+                "metrics": result.metrics,
+                "best_checkpoint": result.best_checkpoint,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return result
 
 
 def _run_metrics(trainer, progress, resume: Path | None) -> dict[str, Any]:
     times = progress.step_times
-    return {"global_step": trainer.state.global_step,
-            "s_per_step": round(sum(times) / max(1, len(times)), 3),
-            "resumed_from_step": checkpoints.step_of(resume) if resume else None}
+    return {
+        "global_step": trainer.state.global_step,
+        "s_per_step": round(sum(times) / max(1, len(times)), 3),
+        "resumed_from_step": checkpoints.step_of(resume) if resume else None,
+    }
 
 
 def _check_lengths(cfg: SphereConfig, trainer, train_path: Path) -> list[int]:
@@ -212,9 +254,15 @@ def _check_lengths(cfg: SphereConfig, trainer, train_path: Path) -> list[int]:
     lengths = pair_lengths(trainer.train_dataset)
     n_cut = sum(n > cfg.training.max_length for n in lengths)
     if n_cut:
-        log.warning("%d of %d training pairs in %s are longer than training.max_length=%d "
-                    "(longest %d tokens): their completion ends are cut", n_cut, len(lengths),
-                    train_path, cfg.training.max_length, max(lengths))
+        log.warning(
+            "%d of %d training pairs in %s are longer than training.max_length=%d "
+            "(longest %d tokens): their completion ends are cut",
+            n_cut,
+            len(lengths),
+            train_path,
+            cfg.training.max_length,
+            max(lengths),
+        )
     return lengths
 
 
@@ -234,8 +282,12 @@ def _train(trainer, resume: Path | None, train_path: Path):
     current step, write a checkpoint, and are then delivered (the process ends 130/143)."""
     total = trainer.state.max_steps or "?"
     if resume is not None:
-        emit("info", f"dpo: resuming from step {checkpoints.step_of(resume)} ({resume})",
-             stage="dpo", step=checkpoints.step_of(resume))
+        emit(
+            "info",
+            f"dpo: resuming from step {checkpoints.step_of(resume)} ({resume})",
+            stage="dpo",
+            step=checkpoints.step_of(resume),
+        )
     with interrupts.deferred():
         try:
             output = trainer.train(**checkpoints.resume_kwargs(resume))
@@ -243,8 +295,14 @@ def _train(trainer, resume: Path | None, train_path: Path):
             raise TrainingError(f"DPO training failed on {train_path}: {err}") from err
         if interrupts.stop_requested():
             step, total = trainer.state.global_step, trainer.state.max_steps or total
-            emit("info", f"dpo: stopped at step {step}/{total}; checkpoint written, the same "
-                         f"command resumes from step {step}", stage="dpo", step=step, total=total)
+            emit(
+                "info",
+                f"dpo: stopped at step {step}/{total}; checkpoint written, the same "
+                f"command resumes from step {step}",
+                stage="dpo",
+                step=step,
+                total=total,
+            )
     interrupts.check()  # training in a worker thread: the stop still ends here
     return output
 
@@ -267,8 +325,14 @@ def _build_trainer(cfg, model, tokenizer, args, train_ds, eval_ds, train_path):
         raise TrainingError(f"DPO set-up failed on {train_path}: {err}") from err
     dropped = len(train_ds) - len(trainer.train_dataset)
     if dropped:
-        log.warning("%d of %d training pairs in %s have a prompt of at least training.max_length=%d "
-                    "tokens and are left out", dropped, len(train_ds), train_path, cfg.training.max_length)
+        log.warning(
+            "%d of %d training pairs in %s have a prompt of at least training.max_length=%d "
+            "tokens and are left out",
+            dropped,
+            len(train_ds),
+            train_path,
+            cfg.training.max_length,
+        )
     return trainer, time.perf_counter() - t0
 
 

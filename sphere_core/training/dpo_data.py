@@ -28,12 +28,16 @@ def load_pairs(path: Path | None, granularities: Sequence[str] | None = None):
     if missing:
         raise TrainingError(f"pairs file {path} lacks column(s) {', '.join(missing)}")
     if granularities is not None and "granularity" in table.column_names:
-        table = table.filter(pc.is_in(table["granularity"], value_set=pa.array(list(granularities))))
+        table = table.filter(
+            pc.is_in(table["granularity"], value_set=pa.array(list(granularities)))
+        )
     table = table.select(list(TRL_COLUMNS)).replace_schema_metadata(None)
     return Dataset(table)
 
 
 def pair_lengths(dataset) -> list[int]:
     """Tokens of each tokenized pair's longer side (prompt + longer completion)."""
-    return [len(p) + max(len(c), len(r))
-            for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"])]
+    return [
+        len(p) + max(len(c), len(r))
+        for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"])
+    ]

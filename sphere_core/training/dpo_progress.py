@@ -39,14 +39,30 @@ def progress_callback():
             elapsed = time.perf_counter() - self.started
             if "loss" in logs:
                 loss, margin = float(logs["loss"]), float(logs.get("rewards/margins", float("nan")))
-                emit("step", f"dpo step {k}/{n}: loss {loss:.4f}, margin {margin:.3f}, {elapsed:.1f}s",
-                     stage="dpo", step=k, total=n, loss=loss, margin=margin, elapsed_s=round(elapsed, 2),
-                     accuracy=logs.get("rewards/accuracies"))
+                emit(
+                    "step",
+                    f"dpo step {k}/{n}: loss {loss:.4f}, margin {margin:.3f}, {elapsed:.1f}s",
+                    stage="dpo",
+                    step=k,
+                    total=n,
+                    loss=loss,
+                    margin=margin,
+                    elapsed_s=round(elapsed, 2),
+                    accuracy=logs.get("rewards/accuracies"),
+                )
             elif "eval_loss" in logs:
                 loss = float(logs["eval_loss"])
                 margin = float(logs.get("eval_rewards/margins", float("nan")))
                 what = "best adapter's eval" if self.final else f"eval at step {k}/{n}"
-                emit("info", f"dpo {what}: loss {loss:.4f}, margin {margin:.3f}, {elapsed:.1f}s",
-                     stage="dpo", step=k, total=n, eval_loss=loss, margin=margin, elapsed_s=round(elapsed, 2))
+                emit(
+                    "info",
+                    f"dpo {what}: loss {loss:.4f}, margin {margin:.3f}, {elapsed:.1f}s",
+                    stage="dpo",
+                    step=k,
+                    total=n,
+                    eval_loss=loss,
+                    margin=margin,
+                    elapsed_s=round(elapsed, 2),
+                )
 
     return DPOProgress()

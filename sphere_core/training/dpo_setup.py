@@ -22,7 +22,9 @@ def _eval_steps(cfg: SphereConfig, n_train: int) -> tuple[str, int | None]:
     if t.eval_steps:
         return "steps", t.eval_steps
     if t.max_steps > 0:
-        steps_per_epoch = math.ceil(n_train / (t.per_device_batch_size * t.gradient_accumulation_steps))
+        steps_per_epoch = math.ceil(
+            n_train / (t.per_device_batch_size * t.gradient_accumulation_steps)
+        )
         if t.max_steps < steps_per_epoch * t.num_epochs:
             return "steps", max(1, math.ceil(t.max_steps / 4))
     return "epoch", None
@@ -125,7 +127,11 @@ def _bf16_frozen_linears(model) -> int:
     tied = tied if tied is not None and tied.weight is model.get_input_embeddings().weight else None
     n = 0
     for module in model.modules():
-        if isinstance(module, torch.nn.Linear) and module is not tied and module.weight.dtype == torch.float32:
+        if (
+            isinstance(module, torch.nn.Linear)
+            and module is not tied
+            and module.weight.dtype == torch.float32
+        ):
             module.weight.data = module.weight.data.to(torch.bfloat16)
             if module.bias is not None:
                 module.bias.data = module.bias.data.to(torch.bfloat16)

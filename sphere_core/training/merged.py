@@ -56,7 +56,9 @@ def save_merged(cfg: SphereConfig, home: Path, adapter_dir: Path, merged_dir: Pa
         missing.append("chat template")
     if missing:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise TrainingError(f"merged model for {merged_dir} is incomplete: missing {', '.join(missing)}")
+        raise TrainingError(
+            f"merged model for {merged_dir} is incomplete: missing {', '.join(missing)}"
+        )
     if merged_dir.exists():
         shutil.rmtree(merged_dir)
     tmp.rename(merged_dir)
@@ -64,10 +66,14 @@ def save_merged(cfg: SphereConfig, home: Path, adapter_dir: Path, merged_dir: Pa
 
 
 def _has_chat_template(model_dir: Path) -> bool:
-    if (model_dir / "chat_template.jinja").is_file() or (model_dir / "chat_template.json").is_file():
+    if (model_dir / "chat_template.jinja").is_file() or (
+        model_dir / "chat_template.json"
+    ).is_file():
         return True
     try:
-        return bool(json.loads((model_dir / "tokenizer_config.json").read_text()).get("chat_template"))
+        return bool(
+            json.loads((model_dir / "tokenizer_config.json").read_text()).get("chat_template")
+        )
     except (OSError, json.JSONDecodeError):
         return False
 

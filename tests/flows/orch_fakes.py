@@ -41,7 +41,9 @@ def _flaky_factory(spec, home):
     attempt = flaky_loads(home) + 1
     (Path(home) / FLAKY_COUNTER).write_text(str(attempt))
     if attempt <= int(os.environ.get("SPHERE_FAKE_FAIL_LOADS", "1")):
-        raise ConnectionError(f"fake-flaky: generator server not reachable (load attempt {attempt})")
+        raise ConnectionError(
+            f"fake-flaky: generator server not reachable (load attempt {attempt})"
+        )
     return FakeGenerator(spec.path)
 
 
@@ -50,8 +52,18 @@ register_generator("fake-flaky", _flaky_factory)
 
 # the scenarios of one run: every routing path the fakes script, 2 of each -> 16 questions
 SCENARIO_MIX = [
-    s for s in ("contrastive", "inverted", "corrected", "unresolved", "diverse", "no_error",
-                "noanswer", "contrastive") for _ in range(2)
+    s
+    for s in (
+        "contrastive",
+        "inverted",
+        "corrected",
+        "unresolved",
+        "diverse",
+        "no_error",
+        "noanswer",
+        "contrastive",
+    )
+    for _ in range(2)
 ]
 
 
@@ -59,10 +71,15 @@ def fake_overrides(data_path: Path, backend: str = "fake", shard_size: int = 4) 
     """``--set`` assignments wiring a run to the fakes (grading stays the real one)."""
     return [
         f"data.path={data_path}",
-        f"models.policy.backend={backend}", "models.policy.path=fake-policy",
+        f"models.policy.backend={backend}",
+        "models.policy.path=fake-policy",
         f"models.small={{backend: {backend}, path: fake-small}}",
-        "prm.kind=fake", "search.num_candidates=4", "search.max_depth=3",
-        "search.max_step_tokens=16", "grading.workers=1",
-        f"orchestration.shard_size={shard_size}", "orchestration.retries=2",
+        "prm.kind=fake",
+        "search.num_candidates=4",
+        "search.max_depth=3",
+        "search.max_step_tokens=16",
+        "grading.workers=1",
+        f"orchestration.shard_size={shard_size}",
+        "orchestration.retries=2",
         "orchestration.retry_delay_s=0",
     ]

@@ -34,8 +34,10 @@ class DownGenerator(FakeGenerator):
     def generate_steps(self, prompts, n, temperature, stop, max_tokens, **kwargs):
         hit = sorted(s for s in DOWN for p in prompts if f"[fake:{s}:" in p)
         if hit:
-            raise GenerationError("server http://127.0.0.1:9/v1/completions failed after 4 "
-                                  "attempts; last error: ConnectError: connection refused")
+            raise GenerationError(
+                "server http://127.0.0.1:9/v1/completions failed after 4 "
+                "attempts; last error: ConnectError: connection refused"
+            )
         return super().generate_steps(prompts, n, temperature, stop, max_tokens, **kwargs)
 
 
@@ -72,20 +74,26 @@ def _searched() -> set[str]:
 def _expected() -> dict:
     from sphere_core.data.ingest import question_id
 
-    return {(question_id(q["problem"], q["answer"]), stage): decision
-            for i, s in enumerate(SCENARIO_MIX) for q in [fake_question(s, index=i)]
-            for stage, decision in EXPECTED[s].items()}
+    return {
+        (question_id(q["problem"], q["answer"]), stage): decision
+        for i, s in enumerate(SCENARIO_MIX)
+        for q in [fake_question(s, index=i)]
+        for stage, decision in EXPECTED[s].items()
+    }
 
 
-def test_dead_server_fails_the_run_and_resume_retries_only_errored(prefect_api, sphere_home,
-                                                                    questions_file):
+def test_dead_server_fails_the_run_and_resume_retries_only_errored(
+    prefect_api, sphere_home, questions_file
+):
     sets = fake_overrides(questions_file, backend="fake-down")
     DOWN.update({"contrastive", "diverse"})  # 6 of 16 questions: over the default 25 %
     with pytest.raises(ErrorBudgetExceeded) as err:
         generate_flow(run_id="down", overrides=sets)
     line = str(err.value)
-    assert line.startswith("stage1: 6 of 16 questions ended in error (38%, over "
-                           "orchestration.max_error_fraction=0.25); first error: ")
+    assert line.startswith(
+        "stage1: 6 of 16 questions ended in error (38%, over "
+        "orchestration.max_error_fraction=0.25); first error: "
+    )
     assert "connection refused" in line and "sphere resume down" in line and "\n" not in line
     run, events = _record(sphere_home, "down")
     assert run["status"] == "failed" and run["error"] == f"ErrorBudgetExceeded: {line}"
@@ -109,8 +117,9 @@ def test_errors_under_the_budget_are_counted(prefect_api, sphere_home, tmp_path)
 
     path = write_fake_questions(tmp_path / "q.jsonl", [*SCENARIO_MIX, "error"])  # 1 of 17
     result = generate_flow(run_id="some", overrides=fake_overrides(path))
-    assert result.error_note.startswith("1 error within orchestration.max_error_fraction=0.25 "
-                                        "(stage1 1/17); first: ")
+    assert result.error_note.startswith(
+        "1 error within orchestration.max_error_fraction=0.25 (stage1 1/17); first: "
+    )
     assert "fake generation failure" in result.error_note
     run, _ = _record(sphere_home, "some")
     assert run["status"] == "completed" and run["error"] == result.error_note
@@ -122,21 +131,28 @@ def test_errors_under_the_budget_are_counted(prefect_api, sphere_home, tmp_path)
     assert again.pairs_train == result.pairs_train
 
     _forget_calls()
-    with pytest.raises(ErrorBudgetExceeded, match=r"^stage1: 1 of 17 .*fraction=0\); first error: "):
-        generate_flow(run_id="strict", overrides=[*fake_overrides(path),
-                                                  "orchestration.max_error_fraction=0"])
+    with pytest.raises(
+        ErrorBudgetExceeded, match=r"^stage1: 1 of 17 .*fraction=0\); first error: "
+    ):
+        generate_flow(
+            run_id="strict", overrides=[*fake_overrides(path), "orchestration.max_error_fraction=0"]
+        )
     assert _record(sphere_home, "strict")[0]["status"] == "failed"
 
 
 def test_budget_rules():
-    counts = [{"stage": "stage1", "decision": "pair", "questions": 9},
-              {"stage": "stage1", "decision": "error", "questions": 1},
-              {"stage": "stage2", "decision": "error", "questions": 2},
-              {"stage": "stage2", "decision": "unresolved", "questions": 6}]
+    counts = [
+        {"stage": "stage1", "decision": "pair", "questions": 9},
+        {"stage": "stage1", "decision": "error", "questions": 1},
+        {"stage": "stage2", "decision": "error", "questions": 2},
+        {"stage": "stage2", "decision": "unresolved", "questions": 6},
+    ]
     first = {"stage1": "q1: boom", "stage2": "q7: bang"}.__getitem__
     note = check_error_budget(counts, 0.25, first, "r")
-    assert note == ("3 errors within orchestration.max_error_fraction=0.25 "
-                    "(stage1 1/10, stage2 2/8); first: q1: boom")
+    assert note == (
+        "3 errors within orchestration.max_error_fraction=0.25 "
+        "(stage1 1/10, stage2 2/8); first: q1: boom"
+    )
     assert errors_in_note(note) == 3 and errors_in_note("ValueError: x") is None
     with pytest.raises(ErrorBudgetExceeded, match=r"^stage2: 2 of 8 .* first error: q7: bang;"):
         check_error_budget(counts, 0.2, first, "r")

@@ -35,7 +35,9 @@ def _generate_calls(small: bool | None = None) -> int:
 
 def _task_runs(flow_run_id: str):
     with get_client(sync_client=True) as client:
-        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        return client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
 
 
 def _qid(row: dict) -> str:
@@ -54,7 +56,8 @@ def test_generate_routes_records_and_publishes(prefect_api, sphere_home, questio
     assert run["status"] == "completed" and run["kind"] == "generate" and run["prefect_flow_run_id"]
     expected = {
         (_qid(fake_question(s, index=i)), stage): decision
-        for i, s in enumerate(SCENARIO_MIX) for stage, decision in EXPECTED[s].items()
+        for i, s in enumerate(SCENARIO_MIX)
+        for stage, decision in EXPECTED[s].items()
     }
     assert {(e["question_id"], e["stage"]): e["decision"] for e in events} == expected
     assert all(e["artifact_key"] == summary.artifact_keys[e["stage"]] for e in events)
@@ -79,7 +82,9 @@ def test_generate_routes_records_and_publishes(prefect_api, sphere_home, questio
     assert {"gen-a-routing", "gen-a-rejects", "gen-a-summary"} <= keys
 
 
-def test_rerun_is_cached_and_config_change_recomputes_downstream_only(prefect_api, sphere_home, questions_file):
+def test_rerun_is_cached_and_config_change_recomputes_downstream_only(
+    prefect_api, sphere_home, questions_file
+):
     base = fake_overrides(questions_file)
     first = generate_flow(run_id="cache-1", overrides=base)
     cold_calls = _generate_calls()
@@ -88,12 +93,18 @@ def test_rerun_is_cached_and_config_change_recomputes_downstream_only(prefect_ap
     again = generate_flow(run_id="cache-2", overrides=base)
     assert _generate_calls() == cold_calls  # every shard skipped: no generation at all
     assert again.artifact_keys == first.artifact_keys
-    a = pd.read_parquet(sphere_home / "runs" / "cache-1" / "pairs" / "train.parquet").drop(columns="run_id")
-    b = pd.read_parquet(sphere_home / "runs" / "cache-2" / "pairs" / "train.parquet").drop(columns="run_id")
+    a = pd.read_parquet(sphere_home / "runs" / "cache-1" / "pairs" / "train.parquet").drop(
+        columns="run_id"
+    )
+    b = pd.read_parquet(sphere_home / "runs" / "cache-2" / "pairs" / "train.parquet").drop(
+        columns="run_id"
+    )
     pd.testing.assert_frame_equal(a, b)
 
     small_before, policy_before = _generate_calls(small=True), _generate_calls(small=False)
-    changed = generate_flow(run_id="cache-3", overrides=base + ["models.small={backend: fake, path: fake-small-v2}"])
+    changed = generate_flow(
+        run_id="cache-3", overrides=base + ["models.small={backend: fake, path: fake-small-v2}"]
+    )
     keys_a, keys_c = first.artifact_keys, changed.artifact_keys
     assert keys_c["questions"] == keys_a["questions"]
     assert keys_c["stage1"] == keys_a["stage1"] and keys_c["stage2"] == keys_a["stage2"]
@@ -103,7 +114,9 @@ def test_rerun_is_cached_and_config_change_recomputes_downstream_only(prefect_ap
 
 
 def test_transient_failure_is_retried(prefect_api, sphere_home, questions_file):
-    summary = generate_flow(run_id="flaky", overrides=fake_overrides(questions_file, backend="fake-flaky"))
+    summary = generate_flow(
+        run_id="flaky", overrides=fake_overrides(questions_file, backend="fake-flaky")
+    )
     assert summary.pairs_train > 0
     assert flaky_loads(sphere_home) == 3  # policy: failed, then loaded on the retry; pi_small: once
     run, _ = _run_record(sphere_home, "flaky")

@@ -23,10 +23,19 @@ def _fresh_backends(sphere_home):
 
 def _snapshot(home, run_id):
     view = RunView(home, run_id)
-    routing = view.routing().drop(columns="run_id").astype(str).sort_values(["question_id", "stage"])
-    pairs = view.pairs().drop(columns="run_id").astype(str).sort_values(["question_id", "stage", "route"])
+    routing = (
+        view.routing().drop(columns="run_id").astype(str).sort_values(["question_id", "stage"])
+    )
+    pairs = (
+        view.pairs()
+        .drop(columns="run_id")
+        .astype(str)
+        .sort_values(["question_id", "stage", "route"])
+    )
     with open_repository(None, home) as repo:
-        events = sorted((e["question_id"], e["stage"], e["decision"]) for e in repo.routes_for_run(run_id))
+        events = sorted(
+            (e["question_id"], e["stage"], e["decision"]) for e in repo.routes_for_run(run_id)
+        )
     return routing.reset_index(drop=True), pairs.reset_index(drop=True), events
 
 
@@ -45,7 +54,9 @@ DAMAGE = {"flip": _flip, "truncate": _truncate, "delete": lambda p: p.unlink()}
 
 @pytest.mark.parametrize("output", ["stage1_routing", "stage2_tree", "questions"])
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_damaged_shard_is_quarantined_and_recomputed(prefect_api, sphere_home, questions_file, damage, output):
+def test_damaged_shard_is_quarantined_and_recomputed(
+    prefect_api, sphere_home, questions_file, damage, output
+):
     overrides = fake_overrides(questions_file)
     first = generate_flow(run_id="intact", overrides=overrides)
     before = _snapshot(sphere_home, "intact")

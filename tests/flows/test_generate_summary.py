@@ -26,7 +26,9 @@ def _fresh_backends(sphere_home):
 
 def test_generate_result_and_view(prefect_api, tmp_path, sphere_home):
     data = write_fake_questions(tmp_path / "q.jsonl", SCENARIOS)
-    result = generate_flow(run_id="run1", overrides=fake_overrides(data) + ["pairs.eval_fraction=0.3"])
+    result = generate_flow(
+        run_id="run1", overrides=fake_overrides(data) + ["pairs.eval_fraction=0.3"]
+    )
     out = sphere_home / "runs" / "run1"
     for rel in ("outputs.json", "pairs/train.parquet", "pairs/eval.parquet"):
         assert (out / rel).is_file(), rel
@@ -47,9 +49,15 @@ def test_generate_result_and_view(prefect_api, tmp_path, sphere_home):
 
 def test_disabled_stages_keep_their_decisions(prefect_api, tmp_path, sphere_home):
     data = write_fake_questions(tmp_path / "q.jsonl", ["corrected", "diverse", "contrastive"])
-    result = generate_flow(run_id="only1", overrides=fake_overrides(data) + ["routing.stages=[stage1]"])
+    result = generate_flow(
+        run_id="only1", overrides=fake_overrides(data) + ["routing.stages=[stage1]"]
+    )
     counts = {(c["stage"], c["decision"]): c["questions"] for c in result.routing_counts}
-    assert counts == {("stage1", "to_correction"): 1, ("stage1", "to_diversity"): 1, ("stage1", "pair"): 1}
+    assert counts == {
+        ("stage1", "to_correction"): 1,
+        ("stage1", "to_diversity"): 1,
+        ("stage1", "pair"): 1,
+    }
     assert RunView(sphere_home, "only1").stages() == ["stage1"]
     assert result.pairs == 1 and result.warnings == []
 
@@ -61,7 +69,9 @@ def test_summary_table_renders_counts(prefect_api, tmp_path, sphere_home):
     console = Console(record=True, width=160)
     console.print(summary_table(view.routing(), view.pairs()))
     text = console.export_text()
-    assert "Stage 2 (self-correction)" in text and "unresolved 2" in text and "to_correction 3" in text
+    assert (
+        "Stage 2 (self-correction)" in text and "unresolved 2" in text and "to_correction 3" in text
+    )
 
 
 def test_rerun_with_fewer_stages_prunes_the_view_and_the_store(prefect_api, tmp_path, sphere_home):
@@ -69,7 +79,9 @@ def test_rerun_with_fewer_stages_prunes_the_view_and_the_store(prefect_api, tmp_
     generate_flow(run_id="again", overrides=fake_overrides(data))
     with open_repository(None, sphere_home) as repo:
         assert {e["stage"] for e in repo.routes_for_run("again")} == {"stage1", "stage2", "stage3"}
-    generate_flow(run_id="again", overrides=fake_overrides(data) + ["routing.stages=[stage1, stage3]"])
+    generate_flow(
+        run_id="again", overrides=fake_overrides(data) + ["routing.stages=[stage1, stage3]"]
+    )
     view = RunView(sphere_home, "again")
     assert view.stages() == ["stage1", "stage3"] and "stage2" not in set(view.routing()["stage"])
     assert "stage2" not in set(view.pairs()["stage"])
@@ -95,6 +107,11 @@ def test_zero_pairs_write_typed_empty_files(prefect_api, tmp_path, sphere_home):
     assert len(load_pairs(view.pairs_path("train"))) == 0
     import datasets
 
-    streamed = datasets.load_dataset("parquet", data_files={"train": str(view.pairs_path("train"))},
-                                     streaming=True)["train"]
-    assert sum(1 for _ in streamed) == 0 and list(streamed.features)[:3] == ["prompt", "chosen", "rejected"]
+    streamed = datasets.load_dataset(
+        "parquet", data_files={"train": str(view.pairs_path("train"))}, streaming=True
+    )["train"]
+    assert sum(1 for _ in streamed) == 0 and list(streamed.features)[:3] == [
+        "prompt",
+        "chosen",
+        "rejected",
+    ]

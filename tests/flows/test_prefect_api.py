@@ -25,19 +25,25 @@ def test_flow_run_is_read_back_through_a_filter(prefect_api):
     assert state.is_completed() and state.result() == 42
     run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
     assert [r.id for r in runs] == [run_id]
     assert runs[0].state.is_completed()
     assert runs[0].parameters == {"x": 41}
 
 
 def test_cron_deployment_gets_scheduled_runs(prefect_api):
-    deployment_id = smoke_flow.to_deployment(name="smoke-cron", cron="*/5 * * * *", parameters={"x": 1}).apply()
+    deployment_id = smoke_flow.to_deployment(
+        name="smoke-cron", cron="*/5 * * * *", parameters={"x": 1}
+    ).apply()
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment(deployment_id)
         assert deployment.schedules and deployment.schedules[0].schedule.cron == "*/5 * * * *"
         # the server's bulk insert of scheduled runs (what its scheduler service does)
-        response = client.request("POST", "/deployments/{id}/schedule", path_params={"id": deployment_id}, json={})
+        response = client.request(
+            "POST", "/deployments/{id}/schedule", path_params={"id": deployment_id}, json={}
+        )
         assert response.status_code < 300, response.text
         runs = client.read_flow_runs(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))

@@ -31,10 +31,15 @@ def test_ray_runner_matches_thread_runner(prefect_api, sphere_home, questions_fi
     FakeGenerator.instances.clear()
     base = fake_overrides(questions_file)
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={
-        "worker_process_setup_hook": "tests.flows.test_ray_runner.register_fakes",
-        "env_vars": {"PYTHONPATH": pythonpath},  # tests/ is not an installed package
-    })
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "worker_process_setup_hook": "tests.flows.test_ray_runner.register_fakes",
+            "env_vars": {"PYTHONPATH": pythonpath},  # tests/ is not an installed package
+        },
+    )
     try:
         on_ray = generate_flow(run_id="on-ray", overrides=base + ["orchestration.task_runner=ray"])
     finally:
@@ -42,9 +47,17 @@ def test_ray_runner_matches_thread_runner(prefect_api, sphere_home, questions_fi
     # the searches ran in Ray worker processes: the driver's fakes generated nothing
     assert sum(len(g.calls) for g in FakeGenerator.instances) == 0
     threads_home = tmp_path / "threads"
-    on_threads = generate_flow(run_id="on-threads", overrides=base + [f"storage.home={threads_home}"])
+    on_threads = generate_flow(
+        run_id="on-threads", overrides=base + [f"storage.home={threads_home}"]
+    )
     assert on_threads.artifact_keys == on_ray.artifact_keys  # the runner is in no key
     ray_view, threads_view = RunView(sphere_home, "on-ray"), RunView(threads_home, "on-threads")
-    for read in (lambda v: v.routing("stage1"), lambda v: v.routing("stage3"), lambda v: v.pairs("train")):
-        a, b = (read(v).drop(columns="run_id").reset_index(drop=True) for v in (ray_view, threads_view))
+    for read in (
+        lambda v: v.routing("stage1"),
+        lambda v: v.routing("stage3"),
+        lambda v: v.pairs("train"),
+    ):
+        a, b = (
+            read(v).drop(columns="run_id").reset_index(drop=True) for v in (ray_view, threads_view)
+        )
         pd.testing.assert_frame_equal(a, b)

@@ -26,7 +26,9 @@ def _sets(overrides: list[str]) -> list[str]:
 
 def _pairs(home, run_id) -> pd.DataFrame:
     base = home / "runs" / run_id / "pairs"
-    df = pd.concat([pd.read_parquet(base / f"{s}.parquet").assign(split=s) for s in ("train", "eval")])
+    df = pd.concat(
+        [pd.read_parquet(base / f"{s}.parquet").assign(split=s) for s in ("train", "eval")]
+    )
     df = df.drop(columns="run_id").astype(str)
     return df.sort_values(["question_id", "stage", "granularity", "chosen"]).reset_index(drop=True)
 
@@ -34,7 +36,9 @@ def _pairs(home, run_id) -> pd.DataFrame:
 def _events(home, run_id) -> pd.DataFrame:
     with open_repository(None, home) as repo:
         rows = repo.routes_for_run(run_id)
-    df = pd.DataFrame(rows)[["question_id", "stage", "decision", "reason", "answer_max", "answer_min"]]
+    df = pd.DataFrame(rows)[
+        ["question_id", "stage", "decision", "reason", "answer_max", "answer_min"]
+    ]
     assert not df.duplicated(["question_id", "stage"]).any()
     return df.astype(str).sort_values(["question_id", "stage"]).reset_index(drop=True)
 
@@ -42,12 +46,19 @@ def _events(home, run_id) -> pd.DataFrame:
 def test_sigkill_then_resume_equals_uninterrupted_run(prefect_api, tmp_path, questions_file):
     sets = _sets(fake_overrides(questions_file, backend="fake-slow"))
     ref_home, home = tmp_path / "ref", tmp_path / "killed"
-    ref = sphere_cli(["generate", "--run-id", "ref", *sets], ref_home, prefect_api, {"SPHERE_FAKE_DELAY_S": "0"})
+    ref = sphere_cli(
+        ["generate", "--run-id", "ref", *sets], ref_home, prefect_api, {"SPHERE_FAKE_DELAY_S": "0"}
+    )
     assert ref.returncode == 0, ref.stderr[-2000:]
     assert "run id: ref" in ref.stdout.splitlines()[0]
 
-    proc = sphere_cli(["generate", "--run-id", "victim", *sets], home, prefect_api,
-                      {"SPHERE_FAKE_DELAY_S": "0.3"}, wait=False)
+    proc = sphere_cli(
+        ["generate", "--run-id", "victim", *sets],
+        home,
+        prefect_api,
+        {"SPHERE_FAKE_DELAY_S": "0.3"},
+        wait=False,
+    )
     shards = home / "artifacts" / "stage1_routing"
     deadline = time.time() + 120
     while not list(shards.glob("*/part-*.parquet")) and time.time() < deadline:
@@ -75,8 +86,10 @@ def test_concurrent_runs_do_not_interfere(prefect_api, tmp_path, questions_file)
     home = tmp_path / "home"
     sets = _sets(fake_overrides(questions_file, backend="fake-slow"))
     env = {"SPHERE_FAKE_DELAY_S": "0.02"}
-    procs = {rid: sphere_cli(["generate", "--run-id", rid, *sets], home, prefect_api, env, wait=False)
-             for rid in ("twin-a", "twin-b")}
+    procs = {
+        rid: sphere_cli(["generate", "--run-id", rid, *sets], home, prefect_api, env, wait=False)
+        for rid in ("twin-a", "twin-b")
+    }
     for rid, proc in procs.items():
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, f"{rid}: {err[-2000:]}"
@@ -89,8 +102,11 @@ def test_concurrent_runs_do_not_interfere(prefect_api, tmp_path, questions_file)
 
 def test_failed_run_shows_in_sphere_runs(prefect_api, tmp_path):
     home = tmp_path / "home"
-    bad = sphere_cli(["generate", "--run-id", "doomed", *_sets(fake_overrides(tmp_path / "missing.jsonl"))],
-                     home, prefect_api)
+    bad = sphere_cli(
+        ["generate", "--run-id", "doomed", *_sets(fake_overrides(tmp_path / "missing.jsonl"))],
+        home,
+        prefect_api,
+    )
     assert bad.returncode != 0
     assert "missing.jsonl" in bad.stderr.strip().splitlines()[-1]
     listed = sphere_cli(["runs"], home, prefect_api)

@@ -26,10 +26,19 @@ pytestmark = pytest.mark.slow
 
 SCENARIOS = ["contrastive", "diverse", "corrected", "inverted"]
 ROUND_SETTINGS = [
-    "models.policy.path=embedded-small", "evolution.rounds=2", "training.max_steps=2",
-    "training.per_device_batch_size=2", "training.max_length=128", "training.learning_rate=5e-3",
-    "training.lora_r=4", "training.lora_alpha=8", "evaluation.limit=1", "evaluation.benchmarks=[gsm8k]",
-    "evaluation.max_new_tokens=8", "evaluation.self_correction=false", "pairs.eval_fraction=0",
+    "models.policy.path=embedded-small",
+    "evolution.rounds=2",
+    "training.max_steps=2",
+    "training.per_device_batch_size=2",
+    "training.max_length=128",
+    "training.learning_rate=5e-3",
+    "training.lora_r=4",
+    "training.lora_alpha=8",
+    "evaluation.limit=1",
+    "evaluation.benchmarks=[gsm8k]",
+    "evaluation.max_new_tokens=8",
+    "evaluation.self_correction=false",
+    "pairs.eval_fraction=0",
 ]
 
 
@@ -62,7 +71,9 @@ def test_two_rounds_evolve_the_policy(prefect_api, sphere_home, tmp_path, capsys
     # round-keyed artifacts: the policy changed, so every stage key of round 2 is new
     for stage in ("stage1", "stage2", "stage3"):
         assert r1.generate.artifact_keys[stage] != r2.generate.artifact_keys[stage]
-    assert r1.generate.artifact_keys["questions"] != r2.generate.artifact_keys["questions"]  # tokenizer path
+    assert (
+        r1.generate.artifact_keys["questions"] != r2.generate.artifact_keys["questions"]
+    )  # tokenizer path
     assert (sphere_home / "runs" / "evo" / "round-2" / "outputs.json").is_file()
     assert (sphere_home / "runs" / "evo" / "round-2" / "pairs" / "train.parquet").is_file()
     with open_repository(None, sphere_home) as repo:
@@ -91,9 +102,18 @@ def test_two_rounds_evolve_the_policy(prefect_api, sphere_home, tmp_path, capsys
 def test_kill_in_round_two_then_resume(prefect_api, tmp_path):
     home = tmp_path / "home"
     data = write_fake_questions(tmp_path / "q.jsonl", SCENARIOS * 2)
-    sets = [arg for o in fake_overrides(data, backend="fake-slow") + ROUND_SETTINGS for arg in ("--set", o)]
-    proc = sphere_cli(["run", "--run-id", "evo-kill", *sets], home, prefect_api,
-                      {"SPHERE_FAKE_DELAY_S": "0.4"}, wait=False)
+    sets = [
+        arg
+        for o in fake_overrides(data, backend="fake-slow") + ROUND_SETTINGS
+        for arg in ("--set", o)
+    ]
+    proc = sphere_cli(
+        ["run", "--run-id", "evo-kill", *sets],
+        home,
+        prefect_api,
+        {"SPHERE_FAKE_DELAY_S": "0.4"},
+        wait=False,
+    )
     marker = home / "runs" / "evo-kill" / "model" / "sphere_trained.json"
     deadline = time.time() + 600
     while time.time() < deadline:  # round 1 trained; then wait for round 2's first stage shard
@@ -135,4 +155,8 @@ def _round2_shards(home: Path) -> int:
         return 0
     key1 = json.loads(view.read_text())["plan"]["stages"]["stage1"]
     root = home / "artifacts" / "stage1_routing"
-    return sum(len(list(d.glob("part-*.parquet"))) for d in root.iterdir() if d.name != key1) if root.is_dir() else 0
+    return (
+        sum(len(list(d.glob("part-*.parquet"))) for d in root.iterdir() if d.name != key1)
+        if root.is_dir()
+        else 0
+    )

@@ -83,10 +83,13 @@ def log_of(line: str) -> Path:
     return Path(line.rsplit("(log: ", 1)[1].rstrip(")"))
 
 
-@pytest.mark.parametrize(("signum", "code", "word"), [
-    (signal.SIGTERM, 143, "terminated (SIGTERM)"),
-    (signal.SIGINT, 130, "interrupted (SIGINT)"),
-])
+@pytest.mark.parametrize(
+    ("signum", "code", "word"),
+    [
+        (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+        (signal.SIGINT, 130, "interrupted (SIGINT)"),
+    ],
+)
 def test_serve_stops_cleanly(prefect_api, tmp_path, signum, code, word):
     proc, out, err = start(["serve"], tmp_path / "home", prefect_api)
     out.wait_for("serving deployments", proc, timeout=120)
@@ -100,10 +103,13 @@ def test_serve_stops_cleanly(prefect_api, tmp_path, signum, code, word):
 
 
 def _slow_generate(tmp_path: Path, questions_file: Path, api: str, run_id: str):
-    sets = [arg for o in fake_overrides(questions_file, backend="fake-slow") for arg in ("--set", o)]
+    sets = [
+        arg for o in fake_overrides(questions_file, backend="fake-slow") for arg in ("--set", o)
+    ]
     home = tmp_path / "home"
-    proc, out, err = start(["generate", "--run-id", run_id, *sets], home, api,
-                           {"SPHERE_FAKE_DELAY_S": "0.3"})
+    proc, out, err = start(
+        ["generate", "--run-id", run_id, *sets], home, api, {"SPHERE_FAKE_DELAY_S": "0.3"}
+    )
     shards = home / "artifacts" / "stage1_routing"
     deadline = time.time() + 120
     while not list(shards.glob("*/part-*.parquet")):
@@ -127,7 +133,9 @@ def test_sigterm_stops_a_long_generate_with_one_line(prefect_api, tmp_path, ques
         assert repo.get_run("sigterm-a")["status"] != "completed"
 
 
-def test_sigterm_marks_the_run_cancelled_and_resume_finishes_it(prefect_api, tmp_path, questions_file):
+def test_sigterm_marks_the_run_cancelled_and_resume_finishes_it(
+    prefect_api, tmp_path, questions_file
+):
     home, proc, _, err = _slow_generate(tmp_path, questions_file, prefect_api, "sigterm-b")
     stop(proc, signal.SIGTERM)
     assert proc.returncode == 143, err.text()[-3000:]

@@ -29,9 +29,14 @@ pytestmark = pytest.mark.slow
 STEPS = 6
 TRAIN_SETS = [
     "models.policy={path: embedded-small, backend: hf, device: cpu}",
-    f"training.max_steps={STEPS}", "training.per_device_batch_size=1", "training.max_length=96",
-    "training.lora_r=4", "training.lora_alpha=8", "training.save_steps=1",
-    "training.eval_steps=100", "training.warmup_ratio=0.0",
+    f"training.max_steps={STEPS}",
+    "training.per_device_batch_size=1",
+    "training.max_length=96",
+    "training.lora_r=4",
+    "training.lora_alpha=8",
+    "training.save_steps=1",
+    "training.eval_steps=100",
+    "training.warmup_ratio=0.0",
 ]
 
 
@@ -52,8 +57,9 @@ def home(tmp_path, session_models_dir) -> Path:
 def run_with_pairs(prefect_api, home, questions_file):
     """(home, run id): a run whose pairs exist (generated on the fakes)."""
     run_id = "long-1"
-    done = sphere_cli(["generate", "--run-id", run_id, *_sets(fake_overrides(questions_file))],
-                      home, prefect_api)
+    done = sphere_cli(
+        ["generate", "--run-id", run_id, *_sets(fake_overrides(questions_file))], home, prefect_api
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (home / "runs" / run_id / "pairs" / "train.parquet").is_file()
     return home, run_id
@@ -96,12 +102,16 @@ def test_sigkill_mid_dpo_then_rerun_resumes_at_the_next_step(prefect_api, run_wi
     assert [h["step"] for h in log["log_history"] if "loss" in h] == list(range(1, STEPS + 1))
 
 
-@pytest.mark.parametrize(("signum", "code", "word"), [
-    (signal.SIGINT, 130, "interrupted (SIGINT)"),
-    (signal.SIGTERM, 143, "terminated (SIGTERM)"),
-])
-def test_a_signal_mid_dpo_writes_a_checkpoint_and_names_the_command(prefect_api, run_with_pairs,
-                                                                    signum, code, word):
+@pytest.mark.parametrize(
+    ("signum", "code", "word"),
+    [
+        (signal.SIGINT, 130, "interrupted (SIGINT)"),
+        (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+    ],
+)
+def test_a_signal_mid_dpo_writes_a_checkpoint_and_names_the_command(
+    prefect_api, run_with_pairs, signum, code, word
+):
     home, run_id = run_with_pairs
     args = ["train", "--run", run_id, *_sets(TRAIN_SETS + ["training.save_steps=0"])]
     proc, _, err = start(args, home, prefect_api)
@@ -136,11 +146,27 @@ def _wait(proc, timeout: float) -> float:
 
 def test_sigterm_mid_evaluation_exits_143_within_seconds(prefect_api, home, tmp_path):
     questions = tmp_path / "bench.jsonl"
-    questions.write_text("".join(json.dumps({"id": f"b{i}", "problem": f"What is {i} + {i}?",
-                                             "answer": str(2 * i)}) + "\n" for i in range(40)))
-    args = ["evaluate", "--model", "embedded-small", "--benchmark-file", str(questions),
-            *_sets(["models.policy.batch_size=1", "evaluation.max_new_tokens=64",
-                    "models.policy.device=cpu"])]
+    questions.write_text(
+        "".join(
+            json.dumps({"id": f"b{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)})
+            + "\n"
+            for i in range(40)
+        )
+    )
+    args = [
+        "evaluate",
+        "--model",
+        "embedded-small",
+        "--benchmark-file",
+        str(questions),
+        *_sets(
+            [
+                "models.policy.batch_size=1",
+                "evaluation.max_new_tokens=64",
+                "models.policy.device=cpu",
+            ]
+        ),
+    ]
     proc, _, err = start(args, home, prefect_api)
     deadline = time.time() + 240
     while not any("answers in" in ln for ln in err.lines):
@@ -174,16 +200,32 @@ def test_sigint_stops_sphere_started_with_sigint_ignored(prefect_api, tmp_path, 
     from tests.flows.conftest import REPO_ROOT
 
     home = tmp_path / "home"
-    env = {**os.environ, "SPHERE_HOME": str(home), "PREFECT_API_URL": prefect_api,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "SPHERE_FAKE_DELAY_S": "0.3",
-           "PYTHONPATH": str(REPO_ROOT)}
+    env = {
+        **os.environ,
+        "SPHERE_HOME": str(home),
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "SPHERE_FAKE_DELAY_S": "0.3",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
     env.pop("SPHERE_DATABASE_URL", None)
     code = "import sys, tests.flows.orch_fakes; from flows.cli import main; sys.exit(main(sys.argv[1:]))"
-    args = ["generate", "--run-id", "bg-1", *_sets(fake_overrides(questions_file, backend="fake-slow"))]
+    args = [
+        "generate",
+        "--run-id",
+        "bg-1",
+        *_sets(fake_overrides(questions_file, backend="fake-slow")),
+    ]
     ignoring = ["sh", "-c", 'trap "" INT; exec "$0" "$@"']  # what `cmd &` in a script does
-    proc = subprocess.Popen([*ignoring, sys.executable, "-c", code, *args], cwd=REPO_ROOT, env=env,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [*ignoring, sys.executable, "-c", code, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     err = Reader(proc.stderr)
     Reader(proc.stdout)
     deadline = time.time() + 120
@@ -194,4 +236,5 @@ def test_sigint_stops_sphere_started_with_sigint_ignored(prefect_api, tmp_path, 
     _wait(proc, 60)
     assert proc.returncode == 130, err.text()[-3000:]
     assert final_line(err.text()).startswith(
-        "interrupted (SIGINT); run bg-1 stopped, continue it with `sphere resume bg-1`")
+        "interrupted (SIGINT); run bg-1 stopped, continue it with `sphere resume bg-1`"
+    )

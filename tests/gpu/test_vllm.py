@@ -12,7 +12,9 @@ pytestmark = pytest.mark.gpu
 
 def test_vllm_generates_steps(sphere_home):
     pytest.importorskip("vllm")
-    gen = get_generator(ModelSpec(backend="vllm", gpu_memory_utilization=0.3, max_model_len=1024), sphere_home)
+    gen = get_generator(
+        ModelSpec(backend="vllm", gpu_memory_utilization=0.3, max_model_len=1024), sphere_home
+    )
     prompt = gen.apply_chat_template([{"role": "user", "content": "What is 12*7?"}])
     rows = gen.generate_steps([prompt, prompt], 3, 0.8, ["\n\n"], 32, seed=0)
     for step in (s for r in rows for s in r):

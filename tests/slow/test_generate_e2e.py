@@ -18,8 +18,12 @@ from sphere_core.storage.run_outputs import RunView
 pytestmark = pytest.mark.slow
 
 SMALLER = [
-    "data.limit=2", "training.max_steps=2", "evaluation.limit=1", "evaluation.max_new_tokens=96",
-    "evaluation.self_correction=false", "grading.workers=1",
+    "data.limit=2",
+    "training.max_steps=2",
+    "evaluation.limit=1",
+    "evaluation.max_new_tokens=96",
+    "evaluation.self_correction=false",
+    "grading.workers=1",
 ]
 
 
@@ -31,7 +35,9 @@ def test_demo_pipeline_through_the_cli(prefect_api, sphere_home, capsys):
     from flows.cli import main
 
     clear_caches()
-    args = ["run", "--preset", "demo", "--run-id", "demo-e2e"] + [a for s in SMALLER for a in ("--set", s)]
+    args = ["run", "--preset", "demo", "--run-id", "demo-e2e"] + [
+        a for s in SMALLER for a in ("--set", s)
+    ]
     code = main(args)
     captured = capsys.readouterr()
     assert code == 0, captured.err[-3000:]
@@ -45,7 +51,9 @@ def test_demo_pipeline_through_the_cli(prefect_api, sphere_home, capsys):
     for row in traj.to_dict("records"):
         chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
         assert has_final_answer(chosen) and has_final_answer(rejected)  # finished solutions
-        (_, ok_c), (_, ok_r) = grader.grade_texts([chosen, rejected], [row["gold_answer"]] * 2, fallback="none")
+        (_, ok_c), (_, ok_r) = grader.grade_texts(
+            [chosen, rejected], [row["gold_answer"]] * 2, fallback="none"
+        )
         assert ok_c and not ok_r
     tree = view.tree()
     assert tree["prm_score"].between(0, 1).all() and len(tree) > 0
@@ -55,8 +63,12 @@ def test_demo_pipeline_through_the_cli(prefect_api, sphere_home, capsys):
     assert (adapter / "adapter_config.json").is_file()
     from safetensors.torch import load_file
 
-    lora_b = [v for k, v in load_file(str(adapter / "adapter_model.safetensors")).items() if "lora_B" in k]
-    assert lora_b and any(float(v.abs().sum()) > 0 for v in lora_b)  # LoRA B starts at zero: it moved
+    lora_b = [
+        v for k, v in load_file(str(adapter / "adapter_model.safetensors")).items() if "lora_B" in k
+    ]
+    assert lora_b and any(
+        float(v.abs().sum()) > 0 for v in lora_b
+    )  # LoRA B starts at zero: it moved
 
     with open_repository(None, sphere_home) as repo:
         run = repo.get_run("demo-e2e")

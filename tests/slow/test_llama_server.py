@@ -32,8 +32,9 @@ def server(tmp_path_factory):
     llama_server.build()
     home = tmp_path_factory.mktemp("llama-home")
     gguf = verified_gguf(EMBEDDED_SMALL, home)
-    with llama_server.LlamaServer(gguf, slots=8, threads=2,
-                                  log_path=home / "llama-server.log") as srv:
+    with llama_server.LlamaServer(
+        gguf, slots=8, threads=2, log_path=home / "llama-server.log"
+    ) as srv:
         yield srv
 
 
@@ -44,8 +45,13 @@ def _client() -> OpenAICompatGenerator:
 
 
 def _sets(server, *more: str) -> list[str]:
-    base = ["models.policy.path=embedded-small", "models.policy.backend=openai-compatible",
-            f"models.policy.base_url={server.base_url}", "grading.workers=1", *more]
+    base = [
+        "models.policy.path=embedded-small",
+        "models.policy.backend=openai-compatible",
+        f"models.policy.base_url={server.base_url}",
+        "grading.workers=1",
+        *more,
+    ]
     return [a for s in base for a in ("--set", s)]
 
 
@@ -53,8 +59,16 @@ def test_stage1_search_through_llama_server(server, prefect_api, sphere_home, ca
     from flows.cli import main
 
     clear_caches()
-    code = main(["generate", "--preset", "demo", "--run-id", "llama-s1",
-                 *_sets(server, "data.limit=2", "routing.stages=[stage1]")])
+    code = main(
+        [
+            "generate",
+            "--preset",
+            "demo",
+            "--run-id",
+            "llama-s1",
+            *_sets(server, "data.limit=2", "routing.stages=[stage1]"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err[-3000:]
     client = _client()
@@ -65,7 +79,11 @@ def test_stage1_search_through_llama_server(server, prefect_api, sphere_home, ca
     view = RunView(sphere_home, "llama-s1")
     routing = view.routing("stage1")
     assert len(routing) == 2 and set(routing["decision"]) <= {
-        "pair", "pair_inverted", "to_correction", "to_diversity"}, routing[["decision", "error"]]
+        "pair",
+        "pair_inverted",
+        "to_correction",
+        "to_diversity",
+    }, routing[["decision", "error"]]
     assert routing["solution_max"].map(len).gt(0).all()
     tree = view.tree("stage1")
     assert len(tree) and tree["num_tokens"].gt(0).all()
@@ -79,12 +97,23 @@ def test_evaluation_through_llama_server(server, prefect_api, sphere_home, capsy
     from flows.cli import main
 
     clear_caches()
-    code = main(["evaluate", "--model", "embedded-small", "-b", "gsm8k", "--limit", "2",
-                 "--format", "json",
-                 *_sets(server, "evaluation.max_new_tokens=96", "evaluation.self_correction=false")])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "embedded-small",
+            "-b",
+            "gsm8k",
+            "--limit",
+            "2",
+            "--format",
+            "json",
+            *_sets(server, "evaluation.max_new_tokens=96", "evaluation.self_correction=false"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err[-3000:]
-    payload = json.loads(captured.out[captured.out.index("{"):])
+    payload = json.loads(captured.out[captured.out.index("{") :])
     rows = [r for r in payload["rows"] if r["benchmark"] == "gsm8k"]
     assert rows and all(r["n"] == 2 for r in rows)
     assert _client().usage.requests >= 2

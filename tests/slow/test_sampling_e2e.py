@@ -13,8 +13,12 @@ from sphere_core.storage.run_outputs import RunView
 pytestmark = pytest.mark.slow
 
 SETTINGS = [
-    "models.policy.path=embedded-small", "search.strategy=sampling", "data.limit=2",
-    "search.samples_per_question=2", "search.sampling_max_tokens=96", "grading.workers=1",
+    "models.policy.path=embedded-small",
+    "search.strategy=sampling",
+    "data.limit=2",
+    "search.samples_per_question=2",
+    "search.sampling_max_tokens=96",
+    "grading.workers=1",
 ]
 
 

@@ -37,8 +37,16 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class FakeOpenAIServer:
-    def __init__(self, generator: Any | None, *, sleep_s: float = 0.0, fail_first: int = 0,
-                 flavor: str = "vllm", max_n: int = 64, ignore_n: bool = False) -> None:
+    def __init__(
+        self,
+        generator: Any | None,
+        *,
+        sleep_s: float = 0.0,
+        fail_first: int = 0,
+        flavor: str = "vllm",
+        max_n: int = 64,
+        ignore_n: bool = False,
+    ) -> None:
         self.generator = generator
         self.flavor, self.max_n, self.ignore_n = flavor, max_n, ignore_n or flavor == "plain"
         self.sleep_s = sleep_s
@@ -70,15 +78,28 @@ class FakeOpenAIServer:
         n = 1 if self.ignore_n else int(body.get("n", 1))
         with self._lock:  # one generation at a time, like a single GPU worker
             rows = self.generator.generate_steps(
-                [body["prompt"]], n, float(body.get("temperature", 1.0)), stop,
-                int(body.get("max_tokens", 16)), top_p=float(body.get("top_p", 1.0)),
-                top_k=int(body.get("top_k", 0)), seed=body.get("seed"),
+                [body["prompt"]],
+                n,
+                float(body.get("temperature", 1.0)),
+                stop,
+                int(body.get("max_tokens", 16)),
+                top_p=float(body.get("top_p", 1.0)),
+                top_k=int(body.get("top_k", 0)),
+                seed=body.get("seed"),
             )
         choices = [self._choice(i, step, stop) for i, step in enumerate(rows[0])]
-        usage = {"prompt_tokens": 1, "completion_tokens": sum(s.num_tokens for s in rows[0]),
-                 "prompt_tokens_details": {"cached_tokens": 0}}
-        return {"id": "cmpl-fake", "object": "text_completion", "model": body.get("model"),
-                "choices": choices, "usage": usage}
+        usage = {
+            "prompt_tokens": 1,
+            "completion_tokens": sum(s.num_tokens for s in rows[0]),
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
+        return {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "model": body.get("model"),
+            "choices": choices,
+            "usage": usage,
+        }
 
     def _choice(self, i: int, step: Any, stop: list[str]) -> dict[str, Any]:
         reason = "length" if step.finish_reason == "length" else "stop"
@@ -90,12 +111,21 @@ class FakeOpenAIServer:
             ids = [100] * step.num_tokens
             if step.finish_reason == "eos" and ids:
                 ids[-1] = eos
-            content = [{"id": t, "token": "?", "bytes": [63], "logprob": lp, "top_logprobs": []}
-                       for t, lp in zip(ids, step.token_logprobs)]
+            content = [
+                {"id": t, "token": "?", "bytes": [63], "logprob": lp, "top_logprobs": []}
+                for t, lp in zip(ids, step.token_logprobs)
+            ]
             return {**choice, "logprobs": {"content": content}}
-        return {**choice, "stop_reason": stop[0] if step.finish_reason == "stop" else None,
-                "logprobs": {"tokens": ["?"] * step.num_tokens, "token_logprobs": step.token_logprobs,
-                             "text_offset": [0] * step.num_tokens, "top_logprobs": None}}
+        return {
+            **choice,
+            "stop_reason": stop[0] if step.finish_reason == "stop" else None,
+            "logprobs": {
+                "tokens": ["?"] * step.num_tokens,
+                "token_logprobs": step.token_logprobs,
+                "text_offset": [0] * step.num_tokens,
+                "top_logprobs": None,
+            },
+        }
 
     def _handler(self):
         server = self
@@ -136,8 +166,16 @@ class FakeOpenAIServer:
                 if server.generator is None:  # a "silent" server: the client gave up long ago
                     return self._send(503, {"error": "no model loaded"})
                 if int(body.get("n", 1)) > server.max_n:
-                    return self._send(400, {"error": {"code": 400, "type": "invalid_request_error",
-                                                      "message": "n_cmpl out of range"}})
+                    return self._send(
+                        400,
+                        {
+                            "error": {
+                                "code": 400,
+                                "type": "invalid_request_error",
+                                "message": "n_cmpl out of range",
+                            }
+                        },
+                    )
                 self._send(200, server.complete(body))
 
         return Handler

@@ -29,8 +29,12 @@ from sphere_core.locks import file_lock
 VERSION = "0.3.36"  # llama-cpp-python; vendors llama.cpp (ggml 0.25.3)
 TARGETS = ("llama-server", "llama-batched-bench")
 CMAKE_FLAGS = (
-    "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DLLAMA_OPENSSL=OFF",
-    "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DGGML_NATIVE=ON",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
     "-DLLAMA_BUILD_UI=OFF",
 )
 OK_MARKER = "SPHERE_BUILD_OK"
@@ -70,9 +74,22 @@ def _sdist(version: str, log) -> Path:
         return found[0]
     folder.mkdir(parents=True, exist_ok=True)
     log(f"downloading the llama-cpp-python=={version} sdist into {folder}")
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                    f"llama-cpp-python=={version}", "-d", str(folder)], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"llama-cpp-python=={version}",
+            "-d",
+            str(folder),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return folder / f"llama_cpp_python-{version}.tar.gz"
 
 
@@ -99,10 +116,13 @@ def build(version: str = VERSION, jobs: int | None = None, log=print) -> Path:
         log(f"building llama.cpp ({', '.join(TARGETS)}) in {build_dir}; log: {root / 'build.log'}")
         started = time.monotonic()
         with open(root / "build.log", "a") as out:
-            for cmd in (["cmake", "-S", str(src), "-B", str(build_dir), *CMAKE_FLAGS],
-                        ["cmake", "--build", str(build_dir), f"-j{jobs}", "--target", *TARGETS]):
-                subprocess.run(["nice", "-n", "10", *cmd], check=True, stdout=out,
-                               stderr=subprocess.STDOUT)
+            for cmd in (
+                ["cmake", "-S", str(src), "-B", str(build_dir), *CMAKE_FLAGS],
+                ["cmake", "--build", str(build_dir), f"-j{jobs}", "--target", *TARGETS],
+            ):
+                subprocess.run(
+                    ["nice", "-n", "10", *cmd], check=True, stdout=out, stderr=subprocess.STDOUT
+                )
         (build_dir / OK_MARKER).write_text(f"built in {time.monotonic() - started:.0f} s\n")
     return bin_dir(version)
 
@@ -116,9 +136,16 @@ def free_port() -> int:
 class LlamaServer:
     """``llama-server`` on 127.0.0.1 serving one GGUF with ``slots`` parallel sequences."""
 
-    def __init__(self, gguf: Path, *, slots: int = 8, ctx_per_slot: int = 2048,
-                 threads: int | None = None, log_path: Path | None = None,
-                 extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        gguf: Path,
+        *,
+        slots: int = 8,
+        ctx_per_slot: int = 2048,
+        threads: int | None = None,
+        log_path: Path | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.gguf, self.slots, self.ctx_per_slot = Path(gguf), slots, ctx_per_slot
         self.threads = threads or os.cpu_count() or 2
         self.port = free_port()
@@ -131,9 +158,22 @@ class LlamaServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def command(self) -> list[str]:
-        return [str(bin_dir() / "llama-server"), "-m", str(self.gguf), "--host", "127.0.0.1",
-                "--port", str(self.port), "-np", str(self.slots),
-                "-c", str(self.slots * self.ctx_per_slot), "-t", str(self.threads), *self.extra]
+        return [
+            str(bin_dir() / "llama-server"),
+            "-m",
+            str(self.gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "-np",
+            str(self.slots),
+            "-c",
+            str(self.slots * self.ctx_per_slot),
+            "-t",
+            str(self.threads),
+            *self.extra,
+        ]
 
     def __enter__(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,8 +190,9 @@ class LlamaServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {self.proc.returncode}; "
-                                   f"see {self.log_path}")
+                raise RuntimeError(
+                    f"llama-server exited with {self.proc.returncode}; see {self.log_path}"
+                )
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
                     return

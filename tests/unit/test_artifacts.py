@@ -31,7 +31,10 @@ def test_key_depends_on_every_input_and_ignores_dict_order():
 
 def test_path_is_a_pure_function_of_stage_key_shard(tmp_path):
     store = ArtifactStore(tmp_path)
-    assert store.shard_path("stage1", "k" * 16, 7) == tmp_path / "artifacts" / "stage1" / ("k" * 16) / "part-00007.parquet"
+    assert (
+        store.shard_path("stage1", "k" * 16, 7)
+        == tmp_path / "artifacts" / "stage1" / ("k" * 16) / "part-00007.parquet"
+    )
     for bad in ("../x", "a/b", ""):
         with pytest.raises(ArtifactError, match="invalid artifact"):
             store.shard_path(bad, "key", 0)
@@ -41,14 +44,25 @@ def test_path_is_a_pure_function_of_stage_key_shard(tmp_path):
 
 def test_shards_round_trip_including_chat_messages(tmp_path):
     store = ArtifactStore(tmp_path)
-    msgs = [[{"role": "system", "content": "Solve."}, {"role": "user", "content": "1+1?"}],
-            [{"role": "user", "content": "2+2?"}]]
-    df = pd.DataFrame({"question_id": ["a", "b"], "prompt": msgs, "reward": [0.5, None],
-                       "chosen": [[{"role": "assistant", "content": "2"}], []]})
+    msgs = [
+        [{"role": "system", "content": "Solve."}, {"role": "user", "content": "1+1?"}],
+        [{"role": "user", "content": "2+2?"}],
+    ]
+    df = pd.DataFrame(
+        {
+            "question_id": ["a", "b"],
+            "prompt": msgs,
+            "reward": [0.5, None],
+            "chosen": [[{"role": "assistant", "content": "2"}], []],
+        }
+    )
     path = store.write_shard("pairs", "k1", 0, df)
     assert path.name == "part-00000.parquet" and store.has_shard("pairs", "k1", 0)
     # no temp or lock file left: the shard and its check record only
-    assert sorted(p.name for p in path.parent.iterdir()) == ["part-00000.parquet", "part-00000.parquet.check.json"]
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "part-00000.parquet",
+        "part-00000.parquet.check.json",
+    ]
     back = store.read_shard("pairs", "k1", 0)
     assert back["prompt"].tolist() == msgs
     assert isinstance(back["prompt"][0], list) and isinstance(back["prompt"][0][0], dict)
@@ -64,14 +78,29 @@ def test_manifest_is_written_last_and_read_stage_concatenates_in_order(tmp_path)
     assert not store.is_complete("stage1", "k")
     with pytest.raises(ArtifactError, match="incomplete"):
         store.read_stage("stage1", "k")
-    assert store.read_stage("stage1", "k", require_complete=False)["x"].tolist() == [0, 1, 1, 2, 2, 2]
+    assert store.read_stage("stage1", "k", require_complete=False)["x"].tolist() == [
+        0,
+        1,
+        1,
+        2,
+        2,
+        2,
+    ]
     manifest = store.write_manifest("stage1", "k", {"stage_config": {"e": 5}}, expected_shards=3)
     assert store.is_complete("stage1", "k")
     on_disk = json.loads(store.manifest_path("stage1", "k").read_text())
     assert on_disk == manifest
-    assert manifest["rows"] == {"part-00000.parquet": 1, "part-00001.parquet": 2, "part-00002.parquet": 3}
+    assert manifest["rows"] == {
+        "part-00000.parquet": 1,
+        "part-00001.parquet": 2,
+        "part-00002.parquet": 3,
+    }
     assert manifest["total_rows"] == 6 and manifest["columns"] == ["x"]
-    assert manifest["schema_version"] >= 1 and manifest["stage_config"] == {"e": 5} and manifest["created_at"]
+    assert (
+        manifest["schema_version"] >= 1
+        and manifest["stage_config"] == {"e": 5}
+        and manifest["created_at"]
+    )
     assert store.read_stage("stage1", "k")["x"].tolist() == [0, 1, 1, 2, 2, 2]
     with pytest.raises(ArtifactError, match="is complete; refusing"):
         store.write_shard("stage1", "k", 3, pd.DataFrame({"x": [9]}))
@@ -104,7 +133,9 @@ def test_corrupt_or_missing_shard_names_the_file(tmp_path):
     with pytest.raises(ArtifactError, match=f"cannot read artifact shard {bad}"):
         store.read_stage("s", "k")
     assert not bad.exists()  # moved aside, not deleted
-    assert [p.name.split(".")[0] for p in store.quarantine_dir("s", "k").iterdir()] == ["part-00001"] * 2
+    assert [p.name.split(".")[0] for p in store.quarantine_dir("s", "k").iterdir()] == [
+        "part-00001"
+    ] * 2
     with pytest.raises(ArtifactError, match="part-00001.parquet.*missing"):
         store.read_stage("s", "k")
     with pytest.raises(ArtifactError, match="missing artifact shard"):

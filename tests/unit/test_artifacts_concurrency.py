@@ -107,7 +107,10 @@ def _write_everything(home: str, name: str, start, shards: int, results) -> None
 
 def test_runs_racing_on_one_artifact_all_succeed_with_one_consistent_result(tmp_path):
     start, results, shards = CTX.Event(), CTX.Queue(), 6
-    procs = [_start(_write_everything, str(tmp_path), f"run-{i}", start, shards, results) for i in range(3)]
+    procs = [
+        _start(_write_everything, str(tmp_path), f"run-{i}", start, shards, results)
+        for i in range(3)
+    ]
     try:
         start.set()
         outcomes = [results.get(timeout=WAIT_S * 2) for _ in procs]
@@ -133,7 +136,9 @@ def test_slower_run_with_another_run_id_reuses_the_sealed_artifact(tmp_path):
     sealed = fast.write_manifest("questions", "k", {"stats": {"n": 4}}, expected_shards=2)
     # the slower run computed the same shards meanwhile and now writes them: no error
     for shard in range(2):
-        assert slow.write_shard("questions", "k", shard, frame("slow", shard)) == slow.shard_path("questions", "k", shard)
+        assert slow.write_shard("questions", "k", shard, frame("slow", shard)) == slow.shard_path(
+            "questions", "k", shard
+        )
     assert slow.write_manifest("questions", "k", {"stats": {"n": 4}}, expected_shards=2) == sealed
     assert set(slow.read_stage("questions", "k")["writer"]) == {"fast"}
 
@@ -202,7 +207,10 @@ def test_claim_artifact_serialises_single_writer_stages(tmp_path):
         second = _start(_artifact_worker, str(tmp_path), "second", second_holds, never, results)
         assert not second_holds.wait(0.5)
         release.set()
-        assert {results.get(timeout=WAIT_S) for _ in range(2)} == {("first", "computed"), ("second", "reused")}
+        assert {results.get(timeout=WAIT_S) for _ in range(2)} == {
+            ("first", "computed"),
+            ("second", "reused"),
+        }
         first.join(WAIT_S)
         second.join(WAIT_S)
     finally:

@@ -20,9 +20,13 @@ MARKER = "sphere-marker-ABCDEFGHIJKLMNOP"
 
 
 def frame(shard: int, n: int = 3) -> pd.DataFrame:
-    return pd.DataFrame({"question_id": [f"q{shard}-{i}" for i in range(n)],
-                         "text": [f"{MARKER}-{shard}-{i}" for i in range(n)],
-                         "reward": [0.25 * i for i in range(n)]})
+    return pd.DataFrame(
+        {
+            "question_id": [f"q{shard}-{i}" for i in range(n)],
+            "text": [f"{MARKER}-{shard}-{i}" for i in range(n)],
+            "reward": [0.25 * i for i in range(n)],
+        }
+    )
 
 
 def sealed(tmp_path, shards: int = 2) -> ArtifactStore:
@@ -87,7 +91,9 @@ def test_deleted_shard_of_complete_artifact_is_recomputed_and_manifest_updated(t
     store = sealed(tmp_path)
     path = store.shard_path("stage1", "k", 1)
     path.unlink()
-    with pytest.raises(ArtifactCorruptError, match=r"part-00001\.parquet listed in _manifest\.json is missing"):
+    with pytest.raises(
+        ArtifactCorruptError, match=r"part-00001\.parquet listed in _manifest\.json is missing"
+    ):
         store.read_stage("stage1", "k")
     assert not store.has_shard("stage1", "k", 1) and warned(caplog, path)
     assert store.has_shard("stage1", "k", 0)  # the others are untouched
@@ -112,7 +118,10 @@ def test_flipped_byte_in_a_shard_that_still_parses(tmp_path, caplog):
             break  # still a valid Parquet file, serving different data
     else:
         pytest.fail("no data copy of the value found in the shard")
-    with pytest.raises(ArtifactCorruptError, match=f"cannot read artifact shard {re.escape(str(path))}: it has SHA-256"):
+    with pytest.raises(
+        ArtifactCorruptError,
+        match=f"cannot read artifact shard {re.escape(str(path))}: it has SHA-256",
+    ):
         store.read_shard("stage1", "k", 0)
     assert not path.exists() and warned(caplog, path)
     assert len(quarantined(store)) == 2
@@ -140,9 +149,13 @@ def test_damaged_check_record_of_complete_artifact_is_rewritten_from_manifest(tm
     check.write_text('{"sha256": "tru')
     assert store.read_stage("stage1", "k")["question_id"].tolist()[:3] == ["q0-0", "q0-1", "q0-2"]
     repaired = json.loads(check.read_text())
-    assert {k: repaired[k] for k in ("sha256", "rows", "bytes")} == {k: good[k] for k in ("sha256", "rows", "bytes")}
+    assert {k: repaired[k] for k in ("sha256", "rows", "bytes")} == {
+        k: good[k] for k in ("sha256", "rows", "bytes")
+    }
     assert warned(caplog, check)
-    assert quarantined(store) and all(n.startswith("part-00000.parquet.check.json.") for n in quarantined(store))
+    assert quarantined(store) and all(
+        n.startswith("part-00000.parquet.check.json.") for n in quarantined(store)
+    )
     assert store.shard_path("stage1", "k", 0).is_file()
 
 
@@ -171,7 +184,9 @@ def test_unreadable_manifest_is_moved_aside_and_rewritten_without_recompute(tmp_
     store = sealed(tmp_path)
     manifest = store.manifest_path("stage1", "k")
     manifest.write_text('{"stage": "stage1", "files": {"part-0')
-    with pytest.raises(ArtifactCorruptError, match=f"manifest {re.escape(str(manifest))} is not valid JSON"):
+    with pytest.raises(
+        ArtifactCorruptError, match=f"manifest {re.escape(str(manifest))} is not valid JSON"
+    ):
         store.read_stage("stage1", "k")
     assert not manifest.exists() and warned(caplog, manifest)
     assert [n.split(".")[0] for n in quarantined(store)] == ["_manifest"]
@@ -187,7 +202,10 @@ def test_manifest_that_disagrees_with_verified_shards_is_moved_aside(tmp_path, c
     data = json.loads(path.read_text())
     data["files"]["part-00001.parquet"]["sha256"] = "0" * 64
     path.write_text(json.dumps(data))
-    with pytest.raises(ArtifactCorruptError, match=r"part-00001\.parquet has SHA-256 .*; _manifest\.json says 000000000000"):
+    with pytest.raises(
+        ArtifactCorruptError,
+        match=r"part-00001\.parquet has SHA-256 .*; _manifest\.json says 000000000000",
+    ):
         store.read_stage("stage1", "k")
     assert not path.exists() and warned(caplog, path)
     assert store.list_shards("stage1", "k") == [0, 1]  # the shards match their own records: kept
@@ -242,7 +260,9 @@ def test_write_manifest_on_a_complete_artifact_returns_it(tmp_path):
     with pytest.raises(ArtifactError, match="expected shards 0..2"):
         store.write_manifest("stage1", "k", expected_shards=3)
     store.shard_path("stage1", "k", 1).write_bytes(b"x")
-    with pytest.raises(ArtifactCorruptError, match=r"complete but damaged: cannot read artifact shard .*part-00001"):
+    with pytest.raises(
+        ArtifactCorruptError, match=r"complete but damaged: cannot read artifact shard .*part-00001"
+    ):
         store.write_manifest("stage1", "k", expected_shards=2)
 
 
@@ -250,7 +270,9 @@ def test_write_manifest_refuses_damaged_shards(tmp_path):
     store = ArtifactStore(tmp_path)
     store.write_shard("stage1", "k", 0, frame(0))
     store.shard_path("stage1", "k", 0).write_bytes(os.urandom(64))
-    with pytest.raises(ArtifactCorruptError, match="not writing _manifest.json: cannot read artifact shard"):
+    with pytest.raises(
+        ArtifactCorruptError, match="not writing _manifest.json: cannot read artifact shard"
+    ):
         store.write_manifest("stage1", "k", expected_shards=1)
     assert not store.is_complete("stage1", "k") and not store.manifest_path("stage1", "k").exists()
 

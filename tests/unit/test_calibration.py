@@ -11,46 +11,89 @@ from sphere_core.calibration import auroc, calibrate, finished_paths
 from sphere_core.schemas import ROUTING_COLUMNS, TREE_COLUMNS
 
 
-def node(qid, nid, parent, depth, reward, *, terminal=False, answer=None, path="max",
-         prm=0.5, logprob=0.0, completion=False, stage="stage1"):
+def node(
+    qid,
+    nid,
+    parent,
+    depth,
+    reward,
+    *,
+    terminal=False,
+    answer=None,
+    path="max",
+    prm=0.5,
+    logprob=0.0,
+    completion=False,
+    stage="stage1",
+):
     row = dict.fromkeys(TREE_COLUMNS)
-    row.update(run_id="r", question_id=qid, stage=stage, path=path, depth=depth, node_id=nid,
-               parent_id=parent, candidate_index=0, text="t", policy_mean_logprob=logprob,
-               prm_score=prm, orm_score=math.nan, reward=reward, selected=True,
-               terminal=terminal, finish_reason="stop", extracted_answer=answer,
-               completion=completion)
+    row.update(
+        run_id="r",
+        question_id=qid,
+        stage=stage,
+        path=path,
+        depth=depth,
+        node_id=nid,
+        parent_id=parent,
+        candidate_index=0,
+        text="t",
+        policy_mean_logprob=logprob,
+        prm_score=prm,
+        orm_score=math.nan,
+        reward=reward,
+        selected=True,
+        terminal=terminal,
+        finish_reason="stop",
+        extracted_answer=answer,
+        completion=completion,
+    )
     return row
 
 
 def route(qid, decision, rmax, rmin, cmax, cmin):
     row = dict.fromkeys(ROUTING_COLUMNS)
-    row.update(run_id="r", question_id=qid, stage="stage1", decision=decision, reason="",
-               reward_max=rmax, reward_min=rmin, correct_max=cmax, correct_min=cmin)
+    row.update(
+        run_id="r",
+        question_id=qid,
+        stage="stage1",
+        decision=decision,
+        reason="",
+        reward_max=rmax,
+        reward_min=rmin,
+        correct_max=cmax,
+        correct_min=cmin,
+    )
     return row
 
 
 @pytest.fixture
 def tables():
-    tree = pd.DataFrame([
-        # q1 (gold 42): root a; b right (path 0.7), c wrong (0.5), d unfinished
-        node("q1", "a", None, 0, 0.8, path="root"),
-        node("q1", "b", "a", 1, 0.6, terminal=True, answer="42"),
-        node("q1", "c", "a", 1, 0.2, terminal=True, answer="41", path="min"),
-        node("q1", "d", "a", 1, 0.9, path="min"),
-        # q2 (gold 7): e right at depth 0 (0.3); g wrong completion (0.9); h no answer (0.7)
-        node("q2", "e", None, 0, 0.3, terminal=True, answer="7", path="root"),
-        node("q2", "f", None, 0, 0.9, path="root"),
-        node("q2", "g", "f", 1, 0.9, terminal=True, answer="8", completion=True),
-        node("q2", "h", "f", 1, 0.5, terminal=True, answer=None, path="min"),
-        # another stage's node is ignored
-        node("q2", "x", None, 0, 5.0, terminal=True, answer="7", stage="stage2"),
-    ], columns=TREE_COLUMNS)
-    routing = pd.DataFrame([
-        route("q1", "pair", 0.7, 0.5, True, False),
-        route("q2", "pair_inverted", 0.9, 0.3, False, True),
-        route("q3", "to_correction", 0.4, 0.1, False, False),
-        route("q4", "error", math.nan, math.nan, None, None),
-    ], columns=ROUTING_COLUMNS)
+    tree = pd.DataFrame(
+        [
+            # q1 (gold 42): root a; b right (path 0.7), c wrong (0.5), d unfinished
+            node("q1", "a", None, 0, 0.8, path="root"),
+            node("q1", "b", "a", 1, 0.6, terminal=True, answer="42"),
+            node("q1", "c", "a", 1, 0.2, terminal=True, answer="41", path="min"),
+            node("q1", "d", "a", 1, 0.9, path="min"),
+            # q2 (gold 7): e right at depth 0 (0.3); g wrong completion (0.9); h no answer (0.7)
+            node("q2", "e", None, 0, 0.3, terminal=True, answer="7", path="root"),
+            node("q2", "f", None, 0, 0.9, path="root"),
+            node("q2", "g", "f", 1, 0.9, terminal=True, answer="8", completion=True),
+            node("q2", "h", "f", 1, 0.5, terminal=True, answer=None, path="min"),
+            # another stage's node is ignored
+            node("q2", "x", None, 0, 5.0, terminal=True, answer="7", stage="stage2"),
+        ],
+        columns=TREE_COLUMNS,
+    )
+    routing = pd.DataFrame(
+        [
+            route("q1", "pair", 0.7, 0.5, True, False),
+            route("q2", "pair_inverted", 0.9, 0.3, False, True),
+            route("q3", "to_correction", 0.4, 0.1, False, False),
+            route("q4", "error", math.nan, math.nan, None, None),
+        ],
+        columns=ROUTING_COLUMNS,
+    )
     return tree, routing, {"q1": "42", "q2": "7", "q3": "1"}
 
 
@@ -97,11 +140,14 @@ def test_calibration_figures_by_hand(tables):
 
 def test_rescoring_by_reward_terms():
     lp = math.log
-    tree = pd.DataFrame([
-        node("q", "r", None, 0, 0.0, prm=0.5, logprob=lp(0.5), path="root"),
-        node("q", "s", "r", 1, 0.0, prm=0.8, logprob=lp(0.9), terminal=True, answer="1"),
-        node("q", "t", "r", 1, 0.0, prm=0.9, logprob=lp(0.3), terminal=True, answer="2"),
-    ], columns=TREE_COLUMNS)
+    tree = pd.DataFrame(
+        [
+            node("q", "r", None, 0, 0.0, prm=0.5, logprob=lp(0.5), path="root"),
+            node("q", "s", "r", 1, 0.0, prm=0.8, logprob=lp(0.9), terminal=True, answer="1"),
+            node("q", "t", "r", 1, 0.0, prm=0.9, logprob=lp(0.3), terminal=True, answer="2"),
+        ],
+        columns=TREE_COLUMNS,
+    )
     routing = pd.DataFrame([route("q", "pair", 1.0, 0.5, True, False)], columns=ROUTING_COLUMNS)
     golds = {"q": "1"}
     # prm: s (0.5+0.8)/2 = 0.65 < t 0.7; adv: s 0.4/0.5/2 = 0.4 > t -0.2

@@ -102,7 +102,9 @@ def test_an_unexpected_exception_is_internal_error_70(sphere_home, capsys, monke
     code, out, err = run_cli(capsys, "config", "show")
     assert code == 70 and out == ""
     line = one_line(err)
-    assert line.startswith("internal error: ZeroDivisionError: division by zero; second line (traceback in ")
+    assert line.startswith(
+        "internal error: ZeroDivisionError: division by zero; second line (traceback in "
+    )
     text = logged_at(line, "traceback in").read_text()
     assert "Traceback (most recent call last)" in text and "def broken" not in text
     assert "raise exc_factory()" in text
@@ -123,11 +125,14 @@ def test_keyboard_interrupt_is_130_and_names_the_run_to_resume(sphere_home, caps
     code, out, err = run_cli(capsys, "config", "show")
     assert code == 130 and out == "run id: run-x1\n"
     line = one_line(err)
-    assert line.startswith("interrupted (SIGINT); run run-x1 stopped, continue it with "
-                           "`sphere resume run-x1` (log: ")
+    assert line.startswith(
+        "interrupted (SIGINT); run run-x1 stopped, continue it with `sphere resume run-x1` (log: "
+    )
 
 
-def test_sigterm_during_a_command_is_143_and_handlers_are_restored(sphere_home, capsys, monkeypatch):
+def test_sigterm_during_a_command_is_143_and_handlers_are_restored(
+    sphere_home, capsys, monkeypatch
+):
     monkeypatch.setenv("SPHERE_TERM_GRACE_S", "60")
     before = signal.getsignal(signal.SIGTERM)
     root_handlers = list(logging.getLogger().handlers)
@@ -220,16 +225,28 @@ def test_main_leaves_no_prefect_environment_behind(sphere_home, capsys, monkeypa
     seen = {}
 
     def look(*args, **kwargs):
-        seen.update({k: os.environ.get(k) for k in ("PREFECT_LOGGING_LEVEL", "PREFECT_LOCAL_STORAGE_PATH",
-                                                    "PREFECT_SERVER_LOGGING_LEVEL")})
+        seen.update(
+            {
+                k: os.environ.get(k)
+                for k in (
+                    "PREFECT_LOGGING_LEVEL",
+                    "PREFECT_LOCAL_STORAGE_PATH",
+                    "PREFECT_SERVER_LOGGING_LEVEL",
+                )
+            }
+        )
         raise InputDataError("stop here")
 
     monkeypatch.setattr(config_cmds, "resolve_config", look)
     assert main(["config", "show"]) == 1
-    assert seen == {"PREFECT_LOGGING_LEVEL": "INFO",
-                    "PREFECT_LOCAL_STORAGE_PATH": str(sphere_home / "prefect" / "storage"),
-                    "PREFECT_SERVER_LOGGING_LEVEL": "DEBUG"}  # the user's setting wins
-    assert "PREFECT_LOGGING_LEVEL" not in os.environ and "PREFECT_LOCAL_STORAGE_PATH" not in os.environ
+    assert seen == {
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PREFECT_LOCAL_STORAGE_PATH": str(sphere_home / "prefect" / "storage"),
+        "PREFECT_SERVER_LOGGING_LEVEL": "DEBUG",
+    }  # the user's setting wins
+    assert (
+        "PREFECT_LOGGING_LEVEL" not in os.environ and "PREFECT_LOCAL_STORAGE_PATH" not in os.environ
+    )
     assert os.environ["PREFECT_SERVER_LOGGING_LEVEL"] == "DEBUG"
 
 
@@ -250,14 +267,23 @@ sys.exit(main(["config", "show"]))
 """
 
 
-@pytest.mark.parametrize(("grace", "signals", "expect"), [
-    ("1", 1, "terminated (SIGTERM); shutdown took longer than 1 s, stopped it"),
-    ("60", 2, "terminated (SIGTERM twice), stopped without cleanup"),  # at once
-])
+@pytest.mark.parametrize(
+    ("grace", "signals", "expect"),
+    [
+        ("1", 1, "terminated (SIGTERM); shutdown took longer than 1 s, stopped it"),
+        ("60", 2, "terminated (SIGTERM twice), stopped without cleanup"),  # at once
+    ],
+)
 def test_a_hung_shutdown_still_exits_143(sphere_home, grace, signals, expect):
     env = {**os.environ, "SPHERE_TERM_GRACE_S": grace, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", HUNG_CLEANUP], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HUNG_CLEANUP],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         began = time.monotonic()

@@ -27,8 +27,15 @@ print(json.dumps({"elapsed": elapsed, "heavy": heavy, "env_changed": before != a
 
 def test_importing_the_cli_is_light_and_changes_nothing():
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    proc = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["heavy"] == []
     assert result["env_changed"] is False
@@ -64,5 +71,7 @@ def test_configure_prefect_env_sets_defaults_without_overriding(tmp_path, monkey
     assert os.environ["PREFECT_LOGGING_LEVEL"] == "DEBUG" and "PREFECT_LOGGING_LEVEL" not in applied
     assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert os.environ["PREFECT_LOCAL_STORAGE_PATH"] == str(tmp_path / "prefect" / "storage")
-    assert set(applied) == set(DEFAULTS) - {"PREFECT_LOGGING_LEVEL"} | {"PREFECT_LOCAL_STORAGE_PATH"}
+    assert set(applied) == set(DEFAULTS) - {"PREFECT_LOGGING_LEVEL"} | {
+        "PREFECT_LOCAL_STORAGE_PATH"
+    }
     assert configure_prefect_env(tmp_path) == {}  # idempotent

@@ -17,22 +17,25 @@ def tree_snapshot(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if "sphere_home" not in p.parts}
 
 
-@pytest.mark.parametrize("argv", [
-    ["generate", "--run-id", "../../x"],
-    ["generate", "--run-id", "{outside}"],
-    ["run", "--run-id", "../x", "--preset", "demo"],
-    ["resume", "../x"],
-    ["resume", "{outside}"],
-    ["train", "--run", "/tmp/x"],
-    ["train", "--run", "{outside}"],
-    ["report", "--run", ".."],
-    ["evaluate", "--run", "../x"],
-    ["routes", "--run", "a/../../b"],
-    ["generate", "--run-id", "run\x00x"],
-    ["generate", "--run-id", "ｒun-1"],
-    ["generate", "--run-id", "r" * 200],
-    ["generate", "--run-id", ""],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "--run-id", "../../x"],
+        ["generate", "--run-id", "{outside}"],
+        ["run", "--run-id", "../x", "--preset", "demo"],
+        ["resume", "../x"],
+        ["resume", "{outside}"],
+        ["train", "--run", "/tmp/x"],
+        ["train", "--run", "{outside}"],
+        ["report", "--run", ".."],
+        ["evaluate", "--run", "../x"],
+        ["routes", "--run", "a/../../b"],
+        ["generate", "--run-id", "run\x00x"],
+        ["generate", "--run-id", "ｒun-1"],
+        ["generate", "--run-id", "r" * 200],
+        ["generate", "--run-id", ""],
+    ],
+)
 def test_unsafe_run_ids_are_refused_before_anything_runs(sphere_home, tmp_path, capsys, argv):
     outside = tmp_path / "outside-target"
     argv = [a.replace("{outside}", str(outside)) for a in argv]
@@ -64,8 +67,15 @@ def test_every_run_id_parameter_of_every_command_is_checked():
 
     walk(build_command(), "sphere")
     names = {path for path, _ in checked}
-    assert {"sphere generate", "sphere run", "sphere resume", "sphere train", "sphere report",
-            "sphere evaluate", "sphere routes"} <= names
+    assert {
+        "sphere generate",
+        "sphere run",
+        "sphere resume",
+        "sphere train",
+        "sphere report",
+        "sphere evaluate",
+        "sphere routes",
+    } <= names
 
 
 def test_a_valid_run_id_passes_through(sphere_home, capsys):

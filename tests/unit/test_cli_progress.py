@@ -36,8 +36,11 @@ def test_plain_lines_when_not_a_terminal():
         emit("info", "evaluating gsm8k")
     lines = stream.getvalue().splitlines()
     assert [LINE.match(ln).group(1) for ln in lines] == [
-        "stage1: 3 shards", "stage1 shard 1/3: 4 questions in 2.0s", "DPO step 10/40 loss 0.693",
-        "evaluating gsm8k"]
+        "stage1: 3 shards",
+        "stage1 shard 1/3: 4 questions in 2.0s",
+        "DPO step 10/40 loss 0.693",
+        "evaluating gsm8k",
+    ]
     assert stream.flushes >= 4  # each line is flushed as it is written
 
 
@@ -57,8 +60,10 @@ def test_events_after_the_display_are_not_rendered():
         pass
     emit("info", "too late")
     assert stream.getvalue() == ""
-    assert not any(isinstance(h, logging.Handler) and type(h).__name__ == "_EventHandler"
-                   for h in logging.getLogger(LOGGER_NAME).handlers)
+    assert not any(
+        isinstance(h, logging.Handler) and type(h).__name__ == "_EventHandler"
+        for h in logging.getLogger(LOGGER_NAME).handlers
+    )
 
 
 def test_bars_and_status_line_on_a_terminal():
@@ -81,8 +86,12 @@ def test_bars_and_status_line_on_a_terminal():
 
 
 def test_auto_mode_follows_the_console():
-    assert ProgressDisplay(console=Console(file=io.StringIO(), force_terminal=False)).terminal is False
-    assert ProgressDisplay(console=Console(file=io.StringIO(), force_terminal=True)).terminal is True
+    assert (
+        ProgressDisplay(console=Console(file=io.StringIO(), force_terminal=False)).terminal is False
+    )
+    assert (
+        ProgressDisplay(console=Console(file=io.StringIO(), force_terminal=True)).terminal is True
+    )
 
 
 def test_a_quiet_progress_logger_is_opened_and_restored():
@@ -99,8 +108,9 @@ def test_a_quiet_progress_logger_is_opened_and_restored():
         logger.setLevel(saved)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(0, "+0s"), (42.9, "+42s"), (185, "+3m05s"),
-                                               (3723, "+1h02m03s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0, "+0s"), (42.9, "+42s"), (185, "+3m05s"), (3723, "+1h02m03s")]
+)
 def test_elapsed_format(seconds, text):
     assert format_elapsed(seconds) == text
 

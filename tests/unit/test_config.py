@@ -18,7 +18,11 @@ def test_defaults_are_the_paper_settings():
     assert cfg.training.beta == 0.8
     assert cfg.training.learning_rate == 1e-6
     assert cfg.training.warmup_ratio == 0.2
-    assert (cfg.training.lora_r, cfg.training.lora_alpha, cfg.training.lora_dropout) == (64, 128, 0.05)
+    assert (cfg.training.lora_r, cfg.training.lora_alpha, cfg.training.lora_dropout) == (
+        64,
+        128,
+        0.05,
+    )
     assert cfg.evaluation.temperature == 0.1 and cfg.evaluation.top_k == 50
 
 
@@ -62,10 +66,16 @@ def test_set_parses_types_and_nested_models():
         ("data.limit", "dotted.key=value"),
         ("prm.kind=nosuch", "invalid config value for 'prm.kind': unknown PRM 'nosuch'"),
         ("orm.kind=nosuch", "invalid config value for 'orm.kind': unknown ORM 'nosuch'"),
-        ("models.policy.backend=nosuch", "'models.policy.backend': unknown generator backend 'nosuch'"),
+        (
+            "models.policy.backend=nosuch",
+            "'models.policy.backend': unknown generator backend 'nosuch'",
+        ),
         ("models.small={backend: nosuch}", "'models.small.backend': unknown generator backend"),
         ("prm.model={backend: vlm}", "'prm.model.backend': unknown generator backend 'vlm'"),
-        ("evaluation.benchmarks=[gsm8k, nosuch]", "'evaluation.benchmarks': unknown benchmark 'nosuch'"),
+        (
+            "evaluation.benchmarks=[gsm8k, nosuch]",
+            "'evaluation.benchmarks': unknown benchmark 'nosuch'",
+        ),
         ("routing.stages=[stage1, stage9]", "unknown stage 'stage9'"),
         ("routing.stages=[stage1, stage3, stage2, stage2]", None),
     ],
@@ -89,9 +99,13 @@ def test_stage_needs_its_upstream_stage():
         check_selection(["stage2"])
     # a base config (a stored run) is applied before preset, file and overrides
     base = resolve_config(overrides=["search.max_depth=7", "data.limit=3"]).to_dict()
-    cfg = resolve_config(preset="demo", file={"data": {"limit": 5}}, overrides=["search.seed=9"], base=base)
+    cfg = resolve_config(
+        preset="demo", file={"data": {"limit": 5}}, overrides=["search.seed=9"], base=base
+    )
     assert cfg.data.limit == 5 and cfg.search.seed == 9
-    assert cfg.search.max_depth == resolve_config(preset="demo").search.max_depth  # the preset wins over base
+    assert (
+        cfg.search.max_depth == resolve_config(preset="demo").search.max_depth
+    )  # the preset wins over base
 
 
 def test_yaml_errors(tmp_path):

@@ -29,13 +29,17 @@ def _full(path: Path, code: int = errno.ENOSPC) -> OSError:
     return OSError(code, os.strerror(code), str(path))
 
 
-@pytest.mark.parametrize(("code", "words"), [
-    (errno.ENOSPC, "no space left on device"),
-    (errno.EDQUOT, "disk quota exceeded"),
-    (errno.EROFS, "read-only file system"),
-])
-def test_a_disk_error_is_exit_3_with_path_free_space_and_the_command(sphere_home, capsys,
-                                                                     monkeypatch, code, words):
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (errno.ENOSPC, "no space left on device"),
+        (errno.EDQUOT, "disk quota exceeded"),
+        (errno.EROFS, "read-only file system"),
+    ],
+)
+def test_a_disk_error_is_exit_3_with_path_free_space_and_the_command(
+    sphere_home, capsys, monkeypatch, code, words
+):
     target = sphere_home / "artifacts" / "x" / "part-00000.parquet"
 
     def broken(*args, **kwargs):
@@ -52,8 +56,9 @@ def test_a_disk_error_is_exit_3_with_path_free_space_and_the_command(sphere_home
     assert "OSError" in logged_at(line, "log:").read_text()
 
 
-def test_a_disk_error_behind_a_wrapper_or_in_a_group_is_still_exit_3(sphere_home, capsys,
-                                                                    monkeypatch):
+def test_a_disk_error_behind_a_wrapper_or_in_a_group_is_still_exit_3(
+    sphere_home, capsys, monkeypatch
+):
     target = sphere_home / "runs" / "r1" / "model" / "checkpoints"
 
     def wrapped(*args, **kwargs):
@@ -71,7 +76,8 @@ def test_a_disk_error_behind_a_wrapper_or_in_a_group_is_still_exit_3(sphere_home
 
 
 def test_ingest_on_a_full_disk_leaves_no_half_written_file_and_reruns_cleanly(
-        tmp_path, sphere_home, capsys, monkeypatch):
+    tmp_path, sphere_home, capsys, monkeypatch
+):
     source = write_jsonl(tmp_path / "mine.jsonl", ROWS)
     out_dir = tmp_path / "out"
     real = pd.DataFrame.to_parquet
@@ -93,14 +99,16 @@ def test_ingest_on_a_full_disk_leaves_no_half_written_file_and_reruns_cleanly(
 
 
 def test_free_space_is_checked_before_a_big_write(tmp_path, monkeypatch):
-    monkeypatch.setattr(disk, "free_bytes", lambda path: 300 * 1024 ** 2)
+    monkeypatch.setattr(disk, "free_bytes", lambda path: 300 * 1024**2)
     with pytest.raises(DiskFullError) as caught:
         disk.require_free(tmp_path / "model" / "checkpoints", 2 * disk.GIB, "DPO checkpoints")
     message = str(caught.value)
-    assert message == (f"DPO checkpoints need about 2.0 GiB under {tmp_path / 'model' / 'checkpoints'}, "
-                       "but only 300 MiB is free there; free some space")
+    assert message == (
+        f"DPO checkpoints need about 2.0 GiB under {tmp_path / 'model' / 'checkpoints'}, "
+        "but only 300 MiB is free there; free some space"
+    )
     assert caught.value.exit_code == 3
-    disk.require_free(tmp_path, 100 * 1024 ** 2, "small")  # enough: no error
+    disk.require_free(tmp_path, 100 * 1024**2, "small")  # enough: no error
 
 
 def test_free_bytes_looks_at_the_nearest_existing_parent(tmp_path):

@@ -28,23 +28,46 @@ def make_pairs(n: int = 4, granularity: str = "trajectory") -> pd.DataFrame:
     rows = []
     for i in range(n):
         problem, good, bad = PROBLEMS[i % len(PROBLEMS)]
-        rows.append({
-            "prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": problem}],
-            "chosen": [{"role": "assistant", "content": f"Final Answer: The final answer is ${good}$."}],
-            "rejected": [{"role": "assistant", "content": f"Final Answer: The final answer is ${bad}$."}],
-            "question_id": f"q{i}", "stage": "stage1", "route": "pair", "granularity": granularity,
-            "gold_answer": good, "reward_chosen": 0.9, "reward_rejected": 0.1,
-            "answer_chosen": good, "answer_rejected": bad, "run_id": "r1",
-        })
+        rows.append(
+            {
+                "prompt": [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": problem},
+                ],
+                "chosen": [
+                    {"role": "assistant", "content": f"Final Answer: The final answer is ${good}$."}
+                ],
+                "rejected": [
+                    {"role": "assistant", "content": f"Final Answer: The final answer is ${bad}$."}
+                ],
+                "question_id": f"q{i}",
+                "stage": "stage1",
+                "route": "pair",
+                "granularity": granularity,
+                "gold_answer": good,
+                "reward_chosen": 0.9,
+                "reward_rejected": 0.1,
+                "answer_chosen": good,
+                "answer_rejected": bad,
+                "run_id": "r1",
+            }
+        )
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 
 def quick_cfg(**extra: str):
     overrides = [
-        "training.learning_rate=5e-4", "training.warmup_ratio=0.0", "training.lora_r=8",
-        "training.lora_alpha=16", "training.lora_dropout=0.0", "training.max_steps=4",
-        "training.per_device_batch_size=2", "training.max_length=128", "training.beta=0.1",
-        "models.policy.device=cpu", "models.policy.path=embedded-small",
+        "training.learning_rate=5e-4",
+        "training.warmup_ratio=0.0",
+        "training.lora_r=8",
+        "training.lora_alpha=16",
+        "training.lora_dropout=0.0",
+        "training.max_steps=4",
+        "training.per_device_batch_size=2",
+        "training.max_length=128",
+        "training.beta=0.1",
+        "models.policy.device=cpu",
+        "models.policy.path=embedded-small",
     ] + [f"{k}={v}" for k, v in extra.items()]
     return resolve_config(overrides=overrides)
 
@@ -90,7 +113,9 @@ def test_dpo_steps_change_lora_and_lower_loss(tmp_path, sphere_home):
     make_pairs(4).to_parquet(train)
     evalp = tmp_path / "eval.parquet"
     make_pairs(4).to_parquet(evalp)  # same pairs: eval loss measures fit on the training pairs
-    result = train_dpo(quick_cfg(**{"training.eval_steps": "2"}), train, evalp, tmp_path / "model", sphere_home)
+    result = train_dpo(
+        quick_cfg(**{"training.eval_steps": "2"}), train, evalp, tmp_path / "model", sphere_home
+    )
 
     # LoRA B matrices start at zero; after training they must not be all zero.
     state = _lora_state(result.adapter_dir)
@@ -101,7 +126,9 @@ def test_dpo_steps_change_lora_and_lower_loss(tmp_path, sphere_home):
 
     evals = [h["eval_loss"] for h in result.log_history if "eval_loss" in h]
     train_losses = [h["loss"] for h in result.log_history if "loss" in h]
-    assert train_losses and train_losses[0] == pytest.approx(0.6931, abs=0.02)  # log(2) at the start
+    assert train_losses and train_losses[0] == pytest.approx(
+        0.6931, abs=0.02
+    )  # log(2) at the start
     assert evals and min(evals) < 0.6931 - 0.05
     assert result.metrics["best_eval_loss"] == pytest.approx(min(evals))
     assert result.best_checkpoint and Path(result.best_checkpoint).is_dir()

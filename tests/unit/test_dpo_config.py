@@ -13,7 +13,9 @@ from tests.unit.test_dpo import quick_cfg
 
 
 def test_cpu_config_precomputes_reference_and_micro_batches(tmp_path):
-    cfg = quick_cfg(**{"training.per_device_batch_size": "2", "training.gradient_accumulation_steps": "3"})
+    cfg = quick_cfg(
+        **{"training.per_device_batch_size": "2", "training.gradient_accumulation_steps": "3"}
+    )
     args = dpo._dpo_config(cfg, tmp_path, "cpu", has_eval=True, n_train=12)
     assert args.precompute_ref_log_probs is True
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 6)
@@ -39,7 +41,10 @@ def test_bf16_setting_drives_autocast_and_cpu_weights_stay_float32(tmp_path, set
     cfg = quick_cfg(**{"training.bf16": f"'{setting}'"})
     assert dpo._dpo_config(cfg, tmp_path, "cpu", has_eval=False, n_train=4).bf16 is expected
     assert dpo._weights_dtype(cfg, "cpu") == torch.float32
-    assert dpo._weights_dtype(quick_cfg(**{"models.policy.dtype": "bfloat16"}), "cpu") == torch.bfloat16
+    assert (
+        dpo._weights_dtype(quick_cfg(**{"models.policy.dtype": "bfloat16"}), "cpu")
+        == torch.bfloat16
+    )
 
 
 def test_torch_threads_use_every_core_and_are_restored():
@@ -55,7 +60,9 @@ def test_torch_threads_use_every_core_and_are_restored():
         torch.set_num_threads(before)
 
 
-def test_cpu_lm_head_scores_completion_positions_only_with_the_same_result(sphere_home, monkeypatch):
+def test_cpu_lm_head_scores_completion_positions_only_with_the_same_result(
+    sphere_home, monkeypatch
+):
     import torch
     import trl.trainer.utils as trl_utils
     from transformers import AutoModelForCausalLM

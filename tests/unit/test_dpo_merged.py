@@ -29,9 +29,15 @@ def test_merged_dir_is_a_complete_policy_that_differs_from_the_base(tmp_path, sp
     from sphere_core.backends.hf import HFGenerator
 
     make_pairs(2).to_parquet(tmp_path / "train.parquet")
-    cfg = quick_cfg(**{"training.max_steps": "1", "training.per_device_batch_size": "1",
-                       "training.learning_rate": "5e-3", "training.max_length": "64",
-                       "training.save_merged": "true"})
+    cfg = quick_cfg(
+        **{
+            "training.max_steps": "1",
+            "training.per_device_batch_size": "1",
+            "training.learning_rate": "5e-3",
+            "training.max_length": "64",
+            "training.save_merged": "true",
+        }
+    )
     result = train_dpo(cfg, tmp_path / "train.parquet", None, tmp_path / "model", sphere_home)
 
     merged = result.merged_dir
@@ -51,12 +57,19 @@ def test_merged_dir_is_a_complete_policy_that_differs_from_the_base(tmp_path, sp
     scale = adapter_cfg["lora_alpha"] / adapter_cfg["r"]
     key = next(k for k in lora if k.endswith("layers.0.self_attn.q_proj.lora_A.weight"))
     delta = scale * lora[key.replace("lora_A", "lora_B")] @ lora[key]
-    w_base, w_merged = base.model.layers[0].self_attn.q_proj.weight, model.model.layers[0].self_attn.q_proj.weight
+    w_base, w_merged = (
+        base.model.layers[0].self_attn.q_proj.weight,
+        model.model.layers[0].self_attn.q_proj.weight,
+    )
     assert delta.abs().max() > 0 and torch.allclose(w_merged, w_base + delta, atol=1e-6)
 
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is 2 + 3?"}]
-    assert (AutoTokenizer.from_pretrained(merged).apply_chat_template(messages, tokenize=False)
-            == AutoTokenizer.from_pretrained(base_dir).apply_chat_template(messages, tokenize=False))
+    messages = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "What is 2 + 3?"},
+    ]
+    assert AutoTokenizer.from_pretrained(merged).apply_chat_template(
+        messages, tokenize=False
+    ) == AutoTokenizer.from_pretrained(base_dir).apply_chat_template(messages, tokenize=False)
     gen = HFGenerator(merged, device="cpu", batch_size=2)
     out = gen.generate_steps([gen.apply_chat_template(messages)], 1, 0.0, None, 8, seed=0)
     assert len(out) == 1 and out[0][0].text.strip()

@@ -33,10 +33,18 @@ class Killed(BaseException):
 
 
 def _cfg(**extra: str):
-    return quick_cfg(**{"training.max_steps": str(STEPS), "training.save_steps": "1",
-                        "training.per_device_batch_size": "1", "training.max_length": "64",
-                        "training.lora_r": "4", "training.lora_alpha": "8",
-                        "training.save_total_limit": "2", **extra})
+    return quick_cfg(
+        **{
+            "training.max_steps": str(STEPS),
+            "training.save_steps": "1",
+            "training.per_device_batch_size": "1",
+            "training.max_length": "64",
+            "training.lora_r": "4",
+            "training.lora_alpha": "8",
+            "training.save_total_limit": "2",
+            **extra,
+        }
+    )
 
 
 def _pairs(tmp_path: Path) -> Path:
@@ -59,8 +67,9 @@ def _no_stop_left_over():
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # three short trainings; minutes on a loaded 2-core machine
-def test_a_killed_training_resumes_at_the_next_step_with_the_same_result(tmp_path, sphere_home,
-                                                                         monkeypatch, caplog):
+def test_a_killed_training_resumes_at_the_next_step_with_the_same_result(
+    tmp_path, sphere_home, monkeypatch, caplog
+):
     train = _pairs(tmp_path)
     whole = train_dpo(_cfg(), train, None, tmp_path / "whole", sphere_home, key="k1")
     assert whole.metrics["global_step"] == STEPS and whole.metrics["resumed_from_step"] is None
@@ -135,7 +144,9 @@ def test_the_checkpoint_schedule(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_sigint_mid_training_writes_a_checkpoint_then_interrupts(tmp_path, sphere_home, monkeypatch):
+def test_sigint_mid_training_writes_a_checkpoint_then_interrupts(
+    tmp_path, sphere_home, monkeypatch
+):
     """The signal arrives during step 2 of 2: the step ends, checkpoint-2 is written, training
     stops before the adapter is saved, KeyboardInterrupt follows; the re-run resumes from step 2
     (no step left: it saves the adapter)."""
@@ -146,7 +157,9 @@ def test_sigint_mid_training_writes_a_checkpoint_then_interrupts(tmp_path, spher
             if state.global_step == 1:  # step 2 is under way
                 os.kill(os.getpid(), signal.SIGINT)
 
-    real_attach = __import__("sphere_core.training.dpo", fromlist=["_attach_callbacks"])._attach_callbacks
+    real_attach = __import__(
+        "sphere_core.training.dpo", fromlist=["_attach_callbacks"]
+    )._attach_callbacks
 
     def attach(trainer, cfg, key):
         progress = real_attach(trainer, cfg, key)
@@ -174,8 +187,11 @@ def test_sigint_mid_training_writes_a_checkpoint_then_interrupts(tmp_path, spher
 
 def test_a_second_trainer_says_who_holds_the_claim(tmp_path):
     holder = rf"run r round 1 is being trained by pid {os.getpid()}"
-    with training_claim(tmp_path, "run r round 1"), pytest.raises(TrainingError, match=holder), \
-            training_claim(tmp_path, "run r round 1", timeout_s=0):
+    with (
+        training_claim(tmp_path, "run r round 1"),
+        pytest.raises(TrainingError, match=holder),
+        training_claim(tmp_path, "run r round 1", timeout_s=0),
+    ):
         pass
 
 
@@ -192,8 +208,10 @@ def test_a_second_trainer_waits_for_the_first(tmp_path, caplog):
     thread = threading.Thread(target=first)
     thread.start()
     held.wait(10)
-    with caplog.at_level("INFO", logger="sphere.progress"), \
-            training_claim(tmp_path, "run r round 1", timeout_s=30):
+    with (
+        caplog.at_level("INFO", logger="sphere.progress"),
+        training_claim(tmp_path, "run r round 1", timeout_s=30),
+    ):
         order.append("second in")
     thread.join()
     assert order == ["first done", "second in"]

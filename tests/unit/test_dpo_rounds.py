@@ -43,8 +43,14 @@ def trained(home):
     work = home.parent
     make_pairs(4).to_parquet(work / "train.parquet")
     make_pairs(2).to_parquet(work / "eval.parquet")
-    cfg = quick_cfg(**{"training.max_steps": "3", "training.per_device_batch_size": "2",
-                       "training.eval_steps": "2", "training.save_merged": "true"})
+    cfg = quick_cfg(
+        **{
+            "training.max_steps": "3",
+            "training.per_device_batch_size": "2",
+            "training.eval_steps": "2",
+            "training.save_merged": "true",
+        }
+    )
     handler = _Collect()
     logger = logging.getLogger(LOGGER_NAME)
     logger.addHandler(handler)
@@ -67,7 +73,9 @@ def test_every_logging_step_emits_a_progress_event(trained):
     for s, record in zip(steps, [r for r in records if fields_of(r).get("kind") == "step"]):
         assert s["loss"] == pytest.approx(history[s["step"]]["loss"])
         assert s["margin"] == pytest.approx(history[s["step"]]["rewards/margins"])
-        assert record.getMessage().startswith(f"dpo step {s['step']}/3: loss {s['loss']:.4f}, margin ")
+        assert record.getMessage().startswith(
+            f"dpo step {s['step']}/3: loss {s['loss']:.4f}, margin "
+        )
     assert steps[0]["loss"] == pytest.approx(math.log(2), abs=0.02)  # policy == reference at step 1
     elapsed = [s["elapsed_s"] for s in steps]
     assert elapsed == sorted(elapsed) and elapsed[0] > 0
@@ -82,7 +90,9 @@ def test_train_log_keeps_per_step_loss_and_rewards(trained):
     assert [h["step"] for h in steps] == [1, 2, 3]
     for h in steps:
         assert all(isinstance(h[k], float) for k in REWARD_KEYS)
-        assert h["rewards/margins"] == pytest.approx(h["rewards/chosen"] - h["rewards/rejected"], abs=1e-5)
+        assert h["rewards/margins"] == pytest.approx(
+            h["rewards/chosen"] - h["rewards/rejected"], abs=1e-5
+        )
     evals = [h for h in logged["log_history"] if "eval_loss" in h]
     assert evals and all(f"eval_{k}" in evals[0] for k in REWARD_KEYS)
     metrics = logged["metrics"]

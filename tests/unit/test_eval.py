@@ -12,7 +12,9 @@ from sphere_core.evaluation.report import build_report  # noqa: F401  (import sm
 
 
 def _items(c1, c2):
-    return pd.DataFrame({"question_id": [f"q{i}" for i in range(len(c1))], "correct_1": c1, "correct_2": c2})
+    return pd.DataFrame(
+        {"question_id": [f"q{i}" for i in range(len(c1))], "correct_1": c1, "correct_2": c2}
+    )
 
 
 def test_flips_and_scores_on_constructed_records():
@@ -32,7 +34,11 @@ def test_flips_and_scores_on_constructed_records():
 def test_scores_without_second_turn_and_empty():
     items = _items([True, False], [None, None])
     scores = score_items(items)
-    assert scores["pass@1"] == 0.5 and scores["self_correction_acc"] is None and scores["flips_r2w"] is None
+    assert (
+        scores["pass@1"] == 0.5
+        and scores["self_correction_acc"] is None
+        and scores["flips_r2w"] is None
+    )
     rows = summary_rows("base", "gsm8k", items)
     assert rows["metric"].tolist() == ["pass@1"] and rows["n"].tolist() == [2]
     assert score_items(_items([], []))["pass@1"] is None
@@ -46,8 +52,16 @@ def _random_adapter(model_dir, out_dir):
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules="all-linear",
-                                            init_lora_weights=False, task_type="CAUSAL_LM"))
+    peft = get_peft_model(
+        model,
+        LoraConfig(
+            r=4,
+            lora_alpha=64,
+            target_modules="all-linear",
+            init_lora_weights=False,
+            task_type="CAUSAL_LM",
+        ),
+    )
     peft.save_pretrained(out_dir)
     return out_dir
 
@@ -58,17 +72,32 @@ def test_evaluate_records_match_regrading_and_adapter_changes_outputs(sphere_hom
     from sphere_core.evaluation.runner import evaluate
     from sphere_core.grading import get_grader
 
-    cfg = resolve_config(overrides=[
-        "evaluation.max_new_tokens=48", "evaluation.greedy=true", "models.policy.device=cpu",
-        "models.policy.path=embedded-small",
-    ])
+    cfg = resolve_config(
+        overrides=[
+            "evaluation.max_new_tokens=48",
+            "evaluation.greedy=true",
+            "models.policy.device=cpu",
+            "models.policy.path=embedded-small",
+        ]
+    )
     out = tmp_path / "eval"
-    items, summary = evaluate(cfg, "base", "embedded-small", None, ["gsm8k"], 2, home=sphere_home, out_dir=out)
+    items, summary = evaluate(
+        cfg, "base", "embedded-small", None, ["gsm8k"], 2, home=sphere_home, out_dir=out
+    )
 
     assert len(items) == 2 and set(items["benchmark"]) == {"gsm8k"}
     saved = pd.read_parquet(out / "base" / "gsm8k.parquet")
-    for col in ("question_id", "problem", "gold", "response_1", "extracted_1", "correct_1",
-                "response_2", "extracted_2", "correct_2"):
+    for col in (
+        "question_id",
+        "problem",
+        "gold",
+        "response_1",
+        "extracted_1",
+        "correct_1",
+        "response_2",
+        "extracted_2",
+        "correct_2",
+    ):
         assert col in saved.columns, col
     assert saved["response_1"].str.len().gt(0).all()
 
@@ -86,8 +115,16 @@ def test_evaluate_records_match_regrading_and_adapter_changes_outputs(sphere_hom
     r2w, w2r = flips(saved["correct_1"], saved["correct_2"])
     assert (metrics["flips_r2w"], metrics["flips_w2r"]) == (r2w, w2r)
 
-    adapter = _random_adapter(resolve_model_path("embedded-small", sphere_home), tmp_path / "adapter")
-    cfg1 = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"self_correction": False})})
-    trained, _ = evaluate(cfg1, "trained", "embedded-small", adapter, ["gsm8k"], 2, home=sphere_home)
+    adapter = _random_adapter(
+        resolve_model_path("embedded-small", sphere_home), tmp_path / "adapter"
+    )
+    cfg1 = cfg.model_copy(
+        update={"evaluation": cfg.evaluation.model_copy(update={"self_correction": False})}
+    )
+    trained, _ = evaluate(
+        cfg1, "trained", "embedded-small", adapter, ["gsm8k"], 2, home=sphere_home
+    )
     assert trained["response_2"].isna().all()
-    assert trained["response_1"].tolist() != items["response_1"].tolist()  # the adapter was merged in
+    assert (
+        trained["response_1"].tolist() != items["response_1"].tolist()
+    )  # the adapter was merged in

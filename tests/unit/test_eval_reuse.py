@@ -28,9 +28,13 @@ def test_a_finished_evaluation_is_reused_with_identical_results(sphere_home, tmp
     assert before > 0
     again, summary_again = _run(cfg, spec, sphere_home, tmp_path / "second")
     assert _calls() == before  # no generation at all
-    pd.testing.assert_frame_equal(again.reset_index(drop=True), items.reset_index(drop=True), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        again.reset_index(drop=True), items.reset_index(drop=True), check_dtype=False
+    )
     pd.testing.assert_frame_equal(summary_again, summary, check_dtype=False)
-    assert (tmp_path / "second" / "base" / "gsm8k.parquet").is_file()  # the run view still gets its file
+    assert (
+        tmp_path / "second" / "base" / "gsm8k.parquet"
+    ).is_file()  # the run view still gets its file
 
 
 def test_what_changes_the_result_evaluates_again(sphere_home, tmp_path):
@@ -38,10 +42,10 @@ def test_what_changes_the_result_evaluates_again(sphere_home, tmp_path):
     spec = cfg.models.policy
     _run(cfg, spec, sphere_home)
     for changed_cfg, changed_spec, limit in (
-        (fake_config("evaluation.max_new_tokens=7"), spec, 2),       # a setting
+        (fake_config("evaluation.max_new_tokens=7"), spec, 2),  # a setting
         (fake_config("evaluation.self_correction=false"), spec, 2),
         (cfg, spec.model_copy(update={"path": "fake-policy-2"}), 2),  # other weights
-        (cfg, spec, 3),                                                # other questions
+        (cfg, spec, 3),  # other questions
     ):
         before = _calls()
         _run(changed_cfg, changed_spec, sphere_home, limit=limit)
@@ -66,6 +70,8 @@ def test_an_adapter_is_identified_by_its_content(tmp_path):
 
 def test_weights_behind_a_server_are_never_reused(tmp_path):
     cfg = fake_config()
-    spec = cfg.models.policy.model_copy(update={"backend": "openai-compatible", "base_url": "http://127.0.0.1:9/v1"})
+    spec = cfg.models.policy.model_copy(
+        update={"backend": "openai-compatible", "base_url": "http://127.0.0.1:9/v1"}
+    )
     assert weights_fingerprint(spec) is None
     assert eval_key(cfg, spec, "gsm8k", pd.DataFrame({"problem": ["x"], "answer": ["1"]})) is None

@@ -10,8 +10,13 @@ import pytest
 
 from flows.cli import main
 from sphere_core.config import DataConfig
-from sphere_core.data.ingest import ingest_file, question_id, resolve_data_path, write_ingest
-from sphere_core.data.ingest import BUILTIN_DIR
+from sphere_core.data.ingest import (
+    BUILTIN_DIR,
+    ingest_file,
+    question_id,
+    resolve_data_path,
+    write_ingest,
+)
 from sphere_core.errors import InputDataError
 from sphere_core.schemas import QUESTION_COLUMNS, REJECT_COLUMNS
 

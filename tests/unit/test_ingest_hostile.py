@@ -12,8 +12,7 @@ import pytest
 
 from flows.cli import main
 from sphere_core.config import DataConfig
-from sphere_core.data.ingest import ingest_file
-from sphere_core.data.ingest import MAX_FIELD_CHARS
+from sphere_core.data.ingest import MAX_FIELD_CHARS, ingest_file
 from sphere_core.grading import MAX_ANSWER_CHARS
 
 BOM = "\ufeff"

@@ -94,12 +94,16 @@ def test_outside_the_main_thread_the_block_changes_nothing():
     assert swapped == [False]
 
 
-@pytest.mark.parametrize(("signum", "code", "word"), [
-    (signal.SIGINT, 130, "interrupted (SIGINT)"),
-    (signal.SIGTERM, 143, "terminated (SIGTERM)"),
-])
-def test_a_failure_while_stopping_is_the_interruption_not_a_bug(sphere_home, capsys, monkeypatch,
-                                                                signum, code, word):
+@pytest.mark.parametrize(
+    ("signum", "code", "word"),
+    [
+        (signal.SIGINT, 130, "interrupted (SIGINT)"),
+        (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+    ],
+)
+def test_a_failure_while_stopping_is_the_interruption_not_a_bug(
+    sphere_home, capsys, monkeypatch, signum, code, word
+):
     """Ctrl-C to the process group also stops the ephemeral Prefect server: the API call that then
     fails is reported as the interruption (not exit 70)."""
     from flows.cli import main

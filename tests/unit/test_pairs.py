@@ -32,9 +32,16 @@ def test_trajectory_pairs_per_route(run):
     cfg, qs, routing, trees = run
     built = assemble_pairs(cfg, qs, routing, trees, run_id="r")
     traj = built.pairs[built.pairs["granularity"] == "trajectory"]
-    got = {(_scenario(qs, q), s, r) for q, s, r in zip(traj["question_id"], traj["stage"], traj["route"])}
-    assert got == {("contrastive", "stage1", "pair"), ("inverted", "stage1", "pair_inverted"),
-                   ("corrected", "stage2", "pair"), ("diverse", "stage3", "pair")}
+    got = {
+        (_scenario(qs, q), s, r)
+        for q, s, r in zip(traj["question_id"], traj["stage"], traj["route"])
+    }
+    assert got == {
+        ("contrastive", "stage1", "pair"),
+        ("inverted", "stage1", "pair_inverted"),
+        ("corrected", "stage2", "pair"),
+        ("diverse", "stage3", "pair"),
+    }
     assert built.dropped == []
     for row in traj.to_dict("records"):
         assert row["answer_chosen"] == row["gold_answer"] == "42"
@@ -52,7 +59,11 @@ def test_prompts_are_trl_conversational(run):
             assert roles[-3:] == ["user", "assistant", "user"]
         else:
             assert roles[-1] == "user" and "assistant" not in roles
-        assert [m["role"] for m in row["chosen"]] == ["assistant"] == [m["role"] for m in row["rejected"]]
+        assert (
+            [m["role"] for m in row["chosen"]]
+            == ["assistant"]
+            == [m["role"] for m in row["rejected"]]
+        )
     s2 = pairs[(pairs["stage"] == "stage2") & (pairs["granularity"] == "trajectory")].iloc[0]
     s1_min = routing[(routing["stage"] == "stage1") & (routing["question_id"] == s2["question_id"])]
     assert s2["prompt"][-2]["content"] == s1_min["solution_min"].iloc[0]
@@ -68,10 +79,18 @@ def test_step_pairs_share_a_prefix_and_respect_the_gap(run):
     assert len(steps) > 0 and (steps["route"] == "step").all()
     assert (steps["reward_chosen"] - steps["reward_rejected"] >= 0.5).all()
     for row in steps.to_dict("records"):
-        c, r = row["chosen"][0]["content"].split("\n\n"), row["rejected"][0]["content"].split("\n\n")
+        c, r = (
+            row["chosen"][0]["content"].split("\n\n"),
+            row["rejected"][0]["content"].split("\n\n"),
+        )
         assert c[:-1] == r[:-1] and c[-1] != r[-1]
-    strict = assemble_pairs(fake_config("pairs.step_pairs=true", "pairs.step_min_gap=10"), qs, routing,
-                            trees, run_id="r").pairs
+    strict = assemble_pairs(
+        fake_config("pairs.step_pairs=true", "pairs.step_min_gap=10"),
+        qs,
+        routing,
+        trees,
+        run_id="r",
+    ).pairs
     assert (strict["granularity"] == "trajectory").all()
 
 
@@ -84,7 +103,10 @@ def test_violating_pairs_are_dropped_with_a_reason(run):
     bad.at[j, "correct_min"] = False
     built = assemble_pairs(cfg, qs, bad, None, run_id="r")
     reasons = sorted(d["reason"] for d in built.dropped)
-    assert reasons == ["chosen and rejected are the same text", "chosen solution is not verified correct"]
+    assert reasons == [
+        "chosen and rejected are the same text",
+        "chosen solution is not verified correct",
+    ]
     assert len(built.pairs) == 2
 
 
@@ -115,4 +137,6 @@ def test_parquet_loads_with_datasets_as_preference_rows(run, tmp_path):
     row = ds[0]
     assert set(PAIR_COLUMNS) <= set(ds.column_names)
     assert isinstance(row["prompt"], list) and set(row["prompt"][0]) == {"role", "content"}
-    assert row["chosen"][0]["role"] == "assistant" and isinstance(row["rejected"][0]["content"], str)
+    assert row["chosen"][0]["role"] == "assistant" and isinstance(
+        row["rejected"][0]["content"], str
+    )

@@ -13,10 +13,29 @@ from sphere_core.paths import named_dir, run_dir, validate_name, writable_dir
 
 GOOD = ["run-20250101-120000-ab12", "a", "A.b_c-1", "ref", "x" * 128, "v1.2"]
 BAD = [
-    "../x", "../../x", "..", ".", "/tmp/x", "a/b", "a\\b", "", " ", "a b", "a\x00b", "run\n",
-    "x" * 129, ".hidden", "-rf", "a..b", "ｒun",  # fullwidth r
+    "../x",
+    "../../x",
+    "..",
+    ".",
+    "/tmp/x",
+    "a/b",
+    "a\\b",
+    "",
+    " ",
+    "a b",
+    "a\x00b",
+    "run\n",
+    "x" * 129,
+    ".hidden",
+    "-rf",
+    "a..b",
+    "ｒun",  # fullwidth r
     "rսn",  # Armenian 'u' lookalike
-    "caf\u00e9", "~", "$HOME", None, 42,
+    "caf\u00e9",
+    "~",
+    "$HOME",
+    None,
+    42,
 ]
 
 

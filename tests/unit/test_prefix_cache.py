@@ -78,7 +78,9 @@ def test_shared_prefixes_rounds_and_worth():
     seqs = [sys_ + [1, 1, 1, 2], sys_ + [1, 1, 1, 3], sys_ + [5, 5, 5, 6]]
     rounds = shared_prefixes(seqs, groups=["q1", "q1", "q2"])
     assert rounds == [[(sys_, 3)], [(sys_ + [1, 1, 1], 2)]]
-    assert shared_prefixes([[1, 2], [1, 2]]) == []  # a prefix equal to a member leaves nothing to feed
+    assert (
+        shared_prefixes([[1, 2], [1, 2]]) == []
+    )  # a prefix equal to a member leaves nothing to feed
     cache = PrefixKVCache(1 << 20)
     assert worth_prefilling(cache, rounds[0], min_saved_tokens=8) == [sys_]
     assert worth_prefilling(cache, rounds[0], min_saved_tokens=9) == []  # saves 2 x 4 tokens only

@@ -62,7 +62,10 @@ def test_greedy_extension_reuses_the_parent_prompt_and_step(gens):
     assert reuse.prefill_counter.reused_tokens > 0
     before = (plain.prefill_counter.fed_tokens, reuse.prefill_counter.fed_tokens)
     nxt = _expand(reuse, prompts, b0)
-    _same(plain.generate_steps(nxt, 1, 0.0, ["\n\n"], 10), reuse.generate_steps(nxt, 1, 0.0, ["\n\n"], 10))
+    _same(
+        plain.generate_steps(nxt, 1, 0.0, ["\n\n"], 10),
+        reuse.generate_steps(nxt, 1, 0.0, ["\n\n"], 10),
+    )
     fed_plain = plain.prefill_counter.fed_tokens - before[0]
     fed_reuse = reuse.prefill_counter.fed_tokens - before[1]
     assert fed_plain == sum(plain.count_tokens(p) for p in nxt)
@@ -81,17 +84,32 @@ def test_sampled_search_pattern_identical_with_and_without_reuse(gens):
         a = plain.generate_steps(prompts, 3, 0.8, ["\n\n"], 16, seed=depth)
         b = reuse.generate_steps(prompts, 3, 0.8, ["\n\n"], 16, seed=depth)
         _same(a, b)
-        fed.append((plain.prefill_counter.fed_tokens - start[0], reuse.prefill_counter.fed_tokens - start[1]))
+        fed.append(
+            (
+                plain.prefill_counter.fed_tokens - start[0],
+                reuse.prefill_counter.fed_tokens - start[1],
+            )
+        )
         # two tails per question, like the max and min side of the search
-        prompts = [p + row[k].text.strip() + "\n\n" for p, row in zip(prompts, b) for k in (0, 2)][:4]
-    assert all(r < p for p, r in fed[1:]) and sum(r for _, r in fed[1:]) * 5 < sum(p for p, _ in fed[1:])
+        prompts = [p + row[k].text.strip() + "\n\n" for p, row in zip(prompts, b) for k in (0, 2)][
+            :4
+        ]
+    assert all(r < p for p, r in fed[1:]) and sum(r for _, r in fed[1:]) * 5 < sum(
+        p for p, _ in fed[1:]
+    )
 
 
 JUDGE_STEPS = [
-    ["She sold 48/2 = 24 clips in May.", "In total she sold 48 + 24 = 72 clips.",
-     "Final Answer: The final answer is $72$. I hope it is correct."],
-    ["Half of 48 is 20.", "So the total is 68 clips.",
-     "Final Answer: The final answer is $68$. I hope it is correct."],
+    [
+        "She sold 48/2 = 24 clips in May.",
+        "In total she sold 48 + 24 = 72 clips.",
+        "Final Answer: The final answer is $72$. I hope it is correct.",
+    ],
+    [
+        "Half of 48 is 20.",
+        "So the total is 68 clips.",
+        "Final Answer: The final answer is $68$. I hope it is correct.",
+    ],
 ]
 
 
@@ -128,7 +146,10 @@ def test_judge_prefix_sharing_equals_full_re_encode_across_depths(gens):
     assert shared.prefix_cache.stats.matched_tokens > 0
     # per-step scores (score) go through the same sharing
     questions, candidates = _judge_batch(1)
-    got, want = shared.score(questions[:2], candidates[:2]), full.score(questions[:2], candidates[:2])
+    got, want = (
+        shared.score(questions[:2], candidates[:2]),
+        full.score(questions[:2], candidates[:2]),
+    )
     assert [len(s) for s in got] == [2, 2]
     assert [x for s in got for x in s] == pytest.approx([x for s in want for x in s], abs=1e-5)
 
@@ -141,7 +162,9 @@ def test_judge_sharing_keeps_truncation_and_padding_invariance(gens):
     questions = [QUESTIONS[0]] * 3
     candidates = [long_path[:6], long_path[:7], long_path]
     assert all(len(shared._encode(q, c)) <= 160 for q, c in zip(questions, candidates))
-    assert "(earlier steps omitted)" in reuse.tokenizer.decode(shared._encode(questions[2], candidates[2]))
+    assert "(earlier steps omitted)" in reuse.tokenizer.decode(
+        shared._encode(questions[2], candidates[2])
+    )
     want = full.score_last(questions, candidates)
     assert shared.score_last(questions, candidates) == pytest.approx(want, abs=1e-5)
     reuse.clear_prefix_cache()  # alone and cold: no padding, no reused prefix

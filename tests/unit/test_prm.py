@@ -16,8 +16,14 @@ WRONG = "Final Answer: The final answer is $7$. I hope it is correct."
 
 
 def _prm(kind: str, home, *overrides: str):
-    cfg = resolve_config(overrides=[f"prm.kind={kind}", "models.policy.path=embedded-small",
-                                    "models.policy.dtype=float32", *overrides])  # tolerances are fp32
+    cfg = resolve_config(
+        overrides=[
+            f"prm.kind={kind}",
+            "models.policy.path=embedded-small",
+            "models.policy.dtype=float32",
+            *overrides,
+        ]
+    )  # tolerances are fp32
     return lookup("prm", kind)(cfg=cfg, home=home)
 
 
@@ -294,8 +300,11 @@ def test_judge_is_not_shown_the_answer_formats_sign_off():
     from sphere_core.backends.prm_judge import judge_messages, judge_step
 
     assert judge_step(" Final Answer: The final answer is $5$. I hope it is correct. ") == (
-        "Final Answer: The final answer is $5$.")
+        "Final Answer: The final answer is $5$."
+    )
     assert judge_step("3 + 2 = 5.") == "3 + 2 = 5."
     user = judge_messages(Q, ["Tom has 3 apples.", RIGHT])[1]["content"]
     assert "I hope it is correct" not in user
-    assert "Step 2: So he has 5 apples.\n\nFinal Answer: The final answer is $5$.\n\nIs Step 2" in user
+    assert (
+        "Step 2: So he has 5 apples.\n\nFinal Answer: The final answer is $5$.\n\nIs Step 2" in user
+    )

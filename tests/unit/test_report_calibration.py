@@ -17,8 +17,9 @@ from tests.support.run_factory import fabricated_report, mixed_spec
 @pytest.fixture(scope="module")
 def fabricated(tmp_path_factory):
     home = tmp_path_factory.mktemp("calibration_home")
-    _, text = fabricated_report(home, resolve_config(overrides=["models.small.path=embedded-small"]),
-                                "rc", [mixed_spec()])
+    _, text = fabricated_report(
+        home, resolve_config(overrides=["models.small.path=embedded-small"]), "rc", [mixed_spec()]
+    )
     return home, text
 
 

@@ -37,22 +37,44 @@ def toy_stage(monkeypatch):
 
 
 def _routing() -> pd.DataFrame:
-    rows = [("q1", "stage1", "to_diversity"), ("q2", "stage1", "to_diversity"),
-            ("q3", "stage1", "pair"), ("q1", "stage3", "no_error"), ("q2", "stage3", "no_error"),
-            ("q1", "stage4", "hard_negative"), ("q2", "stage4", "hard_negative"),
-            ("q3", "stage3", "from_the_future")]
-    return pd.DataFrame([{"question_id": q, "stage": s, "decision": d, "reason": f"{d} because"}
-                         for q, s, d in rows])
+    rows = [
+        ("q1", "stage1", "to_diversity"),
+        ("q2", "stage1", "to_diversity"),
+        ("q3", "stage1", "pair"),
+        ("q1", "stage3", "no_error"),
+        ("q2", "stage3", "no_error"),
+        ("q1", "stage4", "hard_negative"),
+        ("q2", "stage4", "hard_negative"),
+        ("q3", "stage3", "from_the_future"),
+    ]
+    return pd.DataFrame(
+        [
+            {"question_id": q, "stage": s, "decision": d, "reason": f"{d} because"}
+            for q, s, d in rows
+        ]
+    )
 
 
 def _pairs() -> pd.DataFrame:
-    return pd.DataFrame([{"question_id": "q1", "stage": "stage4", "route": "hard_negative",
-                          "granularity": "trajectory", "split": "train", "reward_chosen": 0.9,
-                          "reward_rejected": 0.2, "gold_answer": "7", "answer_chosen": "7",
-                          "answer_rejected": "8",
-                          "prompt": [{"role": "user", "content": "What is 3 + 4?"}],
-                          "chosen": [{"role": "assistant", "content": "The answer is 7."}],
-                          "rejected": [{"role": "assistant", "content": "The answer is 8."}]}])
+    return pd.DataFrame(
+        [
+            {
+                "question_id": "q1",
+                "stage": "stage4",
+                "route": "hard_negative",
+                "granularity": "trajectory",
+                "split": "train",
+                "reward_chosen": 0.9,
+                "reward_rejected": 0.2,
+                "gold_answer": "7",
+                "answer_chosen": "7",
+                "answer_rejected": "8",
+                "prompt": [{"role": "user", "content": "What is 3 + 4?"}],
+                "chosen": [{"role": "assistant", "content": "The answer is 7."}],
+                "rejected": [{"role": "assistant", "content": "The answer is 8."}],
+            }
+        ]
+    )
 
 
 def test_registry_orders_decisions_with_the_toy_stage_last_before_error(toy_stage):
@@ -60,7 +82,11 @@ def test_registry_orders_decisions_with_the_toy_stage_last_before_error(toy_stag
     assert list(decisions)[-2:] == ["hard_negative", "error"]
     assert decisions["hard_negative"] is HARD
     assert stages.decision_order(["error", "zzz", "hard_negative", "pair"]) == [
-        "pair", "hard_negative", "error", "zzz"]
+        "pair",
+        "hard_negative",
+        "error",
+        "zzz",
+    ]
 
 
 def test_cli_summary_shows_the_new_decision_and_keeps_unknown_ones(toy_stage):
@@ -87,14 +113,17 @@ def test_report_shows_the_new_decision_its_meaning_and_plots_it(toy_stage, tmp_p
         return bar(self, *args, **kwargs)
 
     monkeypatch.setattr(Axes, "bar", spy)
-    data = RoundData(1, tmp_path / "run", routing=_routing(), pairs=_pairs(),
-                     routing_source="run view")
+    data = RoundData(
+        1, tmp_path / "run", routing=_routing(), pairs=_pairs(), routing_source="run view"
+    )
     run = RunParts("toy", tmp_path, None, 1, 1, 1, [data], [])
     text = "\n".join(render(run, Figures(tmp_path / "run")))
     assert "| Stage 4 (toy hard negatives) | 2 | hard_negative 2 (100%) | 1 |" in text
     assert "no_error 2 (67%), from_the_future 1 (33%)" in text
-    assert ("`hard_negative`: a near-miss wrong path was found" in text
-            and "Questions Stage 3 found no error for get one more search." in text)
+    assert (
+        "`hard_negative`: a near-miss wrong path was found" in text
+        and "Questions Stage 3 found no error for get one more search." in text
+    )
     assert "`from_the_future`: not registered" in text
     assert (tmp_path / "run" / "report" / "routing.png").is_file()
     assert "hard_negative" in labels and colors[labels.index("hard_negative")] == "#123456"

@@ -17,8 +17,14 @@ class Store:
         self.error = error
 
     def get_run(self, run_id: str) -> dict:
-        return {"run_id": run_id, "status": "completed", "kind": "pipeline", "rounds": 1,
-                "round": 1, "config": {}}
+        return {
+            "run_id": run_id,
+            "status": "completed",
+            "kind": "pipeline",
+            "rounds": 1,
+            "round": 1,
+            "config": {},
+        }
 
     def routes_for_run(self, run_id: str, round: int | None = None) -> list[dict]:
         raise self.error

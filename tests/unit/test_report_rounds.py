@@ -22,10 +22,17 @@ from tests.support.run_factory import (
 def _round_two() -> RoundSpec:
     """Round 2 (pi_2 is better): 6 questions, 3 pair + 1 pair_inverted, 1 to each later stage."""
     first, correction, diversity = main_stages()
-    return RoundSpec(decisions={first: ["pair"] * 3 + ["pair_inverted", "to_correction", "to_diversity"],
-                                correction: ["pair"], diversity: ["no_error"]},
-                     pass1={"gsm8k": (0.5, 0.75), "math500": (0.25, 0.25)},
-                     self_correction={"gsm8k": (0.75, 1.0)}, flips=(1, 2), n_eval=4)
+    return RoundSpec(
+        decisions={
+            first: ["pair"] * 3 + ["pair_inverted", "to_correction", "to_diversity"],
+            correction: ["pair"],
+            diversity: ["no_error"],
+        },
+        pass1={"gsm8k": (0.5, 0.75), "math500": (0.25, 0.25)},
+        self_correction={"gsm8k": (0.75, 1.0)},
+        flips=(1, 2),
+        n_eval=4,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +59,30 @@ def test_rounds_section_lists_both_rounds(two_rounds):
     rounds_part = text.split("## Self-evolution rounds")[1].split("## Round 1")[0]
     # routing fractions per round
     assert f"| 1 | {titles[first]} | 11 | pair 4 (36%), pair_inverted 1 (9%)" in rounds_part
-    assert (f"| 2 | {titles[first]} | 6 | pair 3 (50%), pair_inverted 1 (17%), to_correction 1 (17%), "
-            f"to_diversity 1 (17%) | 4 |") in rounds_part
+    assert (
+        f"| 2 | {titles[first]} | 6 | pair 3 (50%), pair_inverted 1 (17%), to_correction 1 (17%), "
+        f"to_diversity 1 (17%) | 4 |"
+    ) in rounds_part
     # pairs per route per round
     for fab in rounds:
         for (stage, route), group in fab.pairs.groupby(["stage", "route"]):
-            train, evaluation = int((group["split"] == "train").sum()), int((group["split"] == "eval").sum())
-            assert (f"| {fab.round} | {titles[stage]} | {route} | trajectory | {train} | {evaluation} | "
-                    f"{len(group)} |") in rounds_part
+            train, evaluation = (
+                int((group["split"] == "train").sum()),
+                int((group["split"] == "eval").sum()),
+            )
+            assert (
+                f"| {fab.round} | {titles[stage]} | {route} | trajectory | {train} | {evaluation} | "
+                f"{len(group)} |"
+            ) in rounds_part
     # DPO final loss per round: 0.69 - 0.04 * 8 / r
-    assert f"| 1 | {len(rounds[0].pairs)} | trained | 8 | 0.37 | 0.38 | 0.38 | 0.36 | 0.7 |" in rounds_part
-    assert f"| 2 | {len(rounds[1].pairs)} | trained | 8 | 0.53 | 0.54 | 0.54 | 0.72 | 0.7 |" in rounds_part
+    assert (
+        f"| 1 | {len(rounds[0].pairs)} | trained | 8 | 0.37 | 0.38 | 0.38 | 0.36 | 0.7 |"
+        in rounds_part
+    )
+    assert (
+        f"| 2 | {len(rounds[1].pairs)} | trained | 8 | 0.53 | 0.54 | 0.54 | 0.72 | 0.7 |"
+        in rounds_part
+    )
     # Pass@1 per benchmark per round: base of round 1, then trained per round, with n
     assert "| benchmark | base π₁ (round 1) | round 1 trained | round 2 trained |" in rounds_part
     assert "| gsm8k | 25.0% (n=4) | 50.0% (n=4) | 75.0% (n=4) |" in rounds_part

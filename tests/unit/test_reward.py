@@ -11,20 +11,30 @@ from sphere_core.search.reward import ParentStats, policy_prob, step_reward
 
 
 def test_first_step_is_the_prm_score():
-    assert step_reward(RewardConfig(), prm=0.7, mean_logprob=-3.0, parent=None) == pytest.approx(0.7)
+    assert step_reward(RewardConfig(), prm=0.7, mean_logprob=-3.0, parent=None) == pytest.approx(
+        0.7
+    )
 
 
 def test_advantage_term_uses_parent_prm_and_policy_probs():
     # 0.6 + (0.5 - 0.8) / 0.4 = -0.15
-    r = step_reward(RewardConfig(), prm=0.6, mean_logprob=math.log(0.5),
-                    parent=ParentStats(prm=0.4, mean_logprob=math.log(0.8)))
+    r = step_reward(
+        RewardConfig(),
+        prm=0.6,
+        mean_logprob=math.log(0.5),
+        parent=ParentStats(prm=0.4, mean_logprob=math.log(0.8)),
+    )
     assert r == pytest.approx(-0.15)
 
 
 def test_epsilon_guards_a_zero_parent_prm():
     # 0.5 + (0.9 - 0.8) / max(0, 1e-3) = 100.5
-    r = step_reward(RewardConfig(epsilon=1e-3), prm=0.5, mean_logprob=math.log(0.9),
-                    parent=ParentStats(prm=0.0, mean_logprob=math.log(0.8)))
+    r = step_reward(
+        RewardConfig(epsilon=1e-3),
+        prm=0.5,
+        mean_logprob=math.log(0.9),
+        parent=ParentStats(prm=0.0, mean_logprob=math.log(0.8)),
+    )
     assert r == pytest.approx(100.5)
 
 
@@ -36,7 +46,9 @@ def test_orm_shaping_is_weighted_and_switchable():
     assert step_reward(RewardConfig(use_orm=False), orm=0.3, **base) == pytest.approx(0.8)
     assert step_reward(RewardConfig(), orm=None, **base) == pytest.approx(0.8)
     # ORM also shapes the first step (paper §3.2.2, t = 0)
-    assert step_reward(RewardConfig(), prm=0.6, mean_logprob=0.0, parent=None, orm=0.3) == pytest.approx(0.9)
+    assert step_reward(
+        RewardConfig(), prm=0.6, mean_logprob=0.0, parent=None, orm=0.3
+    ) == pytest.approx(0.9)
 
 
 def test_prm_and_advantage_switches():

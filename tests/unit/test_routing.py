@@ -24,6 +24,7 @@ def route_stage2(run_id, qid, gold, best, worst, source):
 def route_stage3(run_id, qid, gold, best, worst, chosen):
     return _route("stage3", best, worst, chosen)
 
+
 RIGHT = GradedPath("... Final Answer: 42", "42", True, 0.9)
 WRONG = GradedPath("... Final Answer: 43", "43", False, 0.2)
 NONE = GradedPath("no answer here", None, False, 0.1)
@@ -43,7 +44,12 @@ def test_stage1_branches():
 def test_rows_carry_evidence_and_a_sentence():
     row = _s1(WRONG, NONE)
     assert list(row) == ROUTING_COLUMNS
-    assert (row["answer_max"], row["answer_min"], row["correct_max"], row["correct_min"]) == ("43", None, False, False)
+    assert (row["answer_max"], row["answer_min"], row["correct_max"], row["correct_min"]) == (
+        "43",
+        None,
+        False,
+        False,
+    )
     assert (row["reward_max"], row["reward_min"]) == (0.2, 0.1)
     assert "no final answer" in row["reason"] and row["reason"].endswith(".")
     assert row["error"] is None

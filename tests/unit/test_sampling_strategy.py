@@ -244,8 +244,13 @@ def test_a_grader_that_loses_solutions_fails_the_batch():
 
     params = SamplingParams.for_stage(fake_config(SAMPLING), "stage1")
     with pytest.raises(GradingError, match="3 grades for 4 solutions"):
-        sampling_search(_tasks("contrastive"), FakeGenerator(), params, stage="stage1",
-                        grade=lambda texts, golds: _grade(texts, golds)[:3])
+        sampling_search(
+            _tasks("contrastive"),
+            FakeGenerator(),
+            params,
+            stage="stage1",
+            grade=lambda texts, golds: _grade(texts, golds)[:3],
+        )
 
 
 def test_token_usage_and_the_report_line():
@@ -255,16 +260,30 @@ def test_token_usage_and_the_report_line():
     from sphere_core.evaluation.report.sections.routing_pairs import _token_lines
     from sphere_core.summary import token_usage
 
-    trees = pd.DataFrame({"stage": ["stage1"] * 4 + ["stage2"] * 2,
-                          "question_id": ["a", "a", "b", "b", "a", "a"],
-                          "num_tokens": [100, 300, 200, 200, 50, 150]})
+    trees = pd.DataFrame(
+        {
+            "stage": ["stage1"] * 4 + ["stage2"] * 2,
+            "question_id": ["a", "a", "b", "b", "a", "a"],
+            "num_tokens": [100, 300, 200, 200, 50, 150],
+        }
+    )
     pairs = pd.DataFrame({"stage": ["stage1", "stage2"]})
     usage = token_usage(trees, pairs)
-    assert usage["stage1"] == {"total": 800, "questions": 2, "pairs": 1, "per_question": 400.0,
-                               "per_pair": 800.0}
+    assert usage["stage1"] == {
+        "total": 800,
+        "questions": 2,
+        "pairs": 1,
+        "per_question": 400.0,
+        "per_pair": 800.0,
+    }
     assert usage["stage2"]["per_question"] == 200.0 and usage["stage3"]["total"] is None
-    assert usage["all"] == {"total": 1000, "questions": 2, "pairs": 2, "per_question": 500.0,
-                            "per_pair": 500.0}
+    assert usage["all"] == {
+        "total": 1000,
+        "questions": 2,
+        "pairs": 2,
+        "per_question": 500.0,
+        "per_pair": 500.0,
+    }
     line = _token_lines(RoundData(1, Path("."), tokens=usage))[0]
     assert line.startswith("Tokens generated: per question 500, per pair 500, total 1,000")
     assert "Stage 1 (self-generation) 400" in line and "Stage 3" not in line

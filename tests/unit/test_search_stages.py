@@ -29,7 +29,9 @@ def _decisions(qs, routing):
 def test_every_branch_is_routed_as_scripted(staged):
     _, qs, s1, s2, s3 = staged
     for stage, res in (("stage1", s1), ("stage2", s2), ("stage3", s3)):
-        assert list(res.routing.columns) == ROUTING_COLUMNS and list(res.tree.columns) == TREE_COLUMNS
+        assert (
+            list(res.routing.columns) == ROUTING_COLUMNS and list(res.tree.columns) == TREE_COLUMNS
+        )
         want = {s: e[stage] for s, e in EXPECTED.items() if stage in e}
         assert _decisions(qs, res.routing) == want, stage
         assert res.routing["question_id"].is_unique

@@ -26,18 +26,34 @@ def routing_df(run_id: str, qids, stage="stage1", decision="pair", **extra) -> p
     rows = []
     for i, q in enumerate(qids):
         row = {c: None for c in ROUTING_COLUMNS}
-        row.update(run_id=run_id, question_id=q, stage=stage, decision=decision,
-                   reason=f"max correct, min wrong ({i})", answer_max="42", answer_min="41",
-                   correct_max=True, correct_min=False, reward_max=0.9, reward_min=0.1)
+        row.update(
+            run_id=run_id,
+            question_id=q,
+            stage=stage,
+            decision=decision,
+            reason=f"max correct, min wrong ({i})",
+            answer_max="42",
+            answer_min="41",
+            correct_max=True,
+            correct_min=False,
+            reward_max=0.9,
+            reward_min=0.1,
+        )
         row.update(extra)
         rows.append(row)
     return pd.DataFrame(rows, columns=ROUTING_COLUMNS)
 
 
 def questions_df(qids) -> pd.DataFrame:
-    return pd.DataFrame({"question_id": list(qids), "problem": [f"What is {q}?" for q in qids],
-                         "answer": ["42"] * len(qids), "source": "gsm8k_demo.jsonl",
-                         "source_row": range(1, len(qids) + 1)})
+    return pd.DataFrame(
+        {
+            "question_id": list(qids),
+            "problem": [f"What is {q}?" for q in qids],
+            "answer": ["42"] * len(qids),
+            "source": "gsm8k_demo.jsonl",
+            "source_row": range(1, len(qids) + 1),
+        }
+    )
 
 
 def test_create_run_is_idempotent_and_round_trips_config(repo):
@@ -62,7 +78,11 @@ def test_run_status_lifecycle_and_errors(repo):
     assert repo.get_run("r1")["status"] == "running"
     repo.set_run_status("r1", "failed", error="boom: shard 3")
     run = repo.get_run("r1")
-    assert (run["status"], run["error"], run["prefect_flow_run_id"]) == ("failed", "boom: shard 3", "f1")
+    assert (run["status"], run["error"], run["prefect_flow_run_id"]) == (
+        "failed",
+        "boom: shard 3",
+        "f1",
+    )
     assert run["finished_at"] is not None and run["updated_at"] >= run["created_at"]
     with pytest.raises(StoreError, match="invalid run status 'done'"):
         repo.set_run_status("r1", "done")
@@ -101,12 +121,21 @@ def test_duplicate_keys_in_one_frame_keep_the_last_row(repo):
 
 def test_missing_values_become_null(repo):
     repo.create_run("r1", CONFIG, "h")
-    df = routing_df("r1", ["q1"], decision="error", reward_max=float("nan"), correct_max=None,
-                    answer_max=None, error="generation timed out")
+    df = routing_df(
+        "r1",
+        ["q1"],
+        decision="error",
+        reward_max=float("nan"),
+        correct_max=None,
+        answer_max=None,
+        error="generation timed out",
+    )
     df["reward_min"] = pd.array([pd.NA], dtype="Float64")
     repo.record_routing_events(df)
     (event,) = repo.routes_for_run("r1")
-    assert event["reward_max"] is None and event["reward_min"] is None and event["correct_max"] is None
+    assert (
+        event["reward_max"] is None and event["reward_min"] is None and event["correct_max"] is None
+    )
     assert event["answer_max"] is None and event["error"] == "generation timed out"
 
 
@@ -116,7 +145,9 @@ def test_events_for_unknown_questions_get_placeholders_filled_later(repo):
     assert repo.get_question("qx")["problem"] is None
     repo.upsert_questions(questions_df(["qx"]))
     q = repo.get_question("qx")
-    assert q["problem"] == "What is qx?" and q["answer"] == "42" and q["source"] == "gsm8k_demo.jsonl"
+    assert (
+        q["problem"] == "What is qx?" and q["answer"] == "42" and q["source"] == "gsm8k_demo.jsonl"
+    )
     repo.upsert_questions(questions_df(["qx"]).assign(source="other.jsonl"))
     assert repo.get_question("qx")["source"] == "gsm8k_demo.jsonl"  # first source kept
 
@@ -137,7 +168,9 @@ def test_routes_for_question_is_history_across_runs(repo):
     repo.record_routing_events(routing_df("new", ["q1"], decision="pair"))
     history = repo.routes_for_question("q1")
     assert [(e["run_id"], e["stage"], e["decision"]) for e in history] == [
-        ("old", "stage1", "to_correction"), ("old", "stage2", "unresolved"), ("new", "stage1", "pair"),
+        ("old", "stage1", "to_correction"),
+        ("old", "stage2", "unresolved"),
+        ("new", "stage1", "pair"),
     ]
     assert history[0]["run_kind"] == "generate" and history[2]["run_status"] == "pending"
     assert repo.routes_for_question("unknown") == []
@@ -180,7 +213,9 @@ def test_unreachable_postgres_is_a_clear_error_without_password():
     with pytest.raises(StoreError) as info:
         open_repository("postgresql+psycopg://sphere:s3cret@127.0.0.1:1/nodb")
     message = str(info.value)
-    assert message.startswith("cannot connect to database postgresql+psycopg://sphere:***@127.0.0.1:1/nodb: ")
+    assert message.startswith(
+        "cannot connect to database postgresql+psycopg://sphere:***@127.0.0.1:1/nodb: "
+    )
     assert "s3cret" not in message
 
 

@@ -20,9 +20,13 @@ def filled(sphere_home):
         repo.create_run("run-b", CONFIG, "h2")
         repo.set_run_status("run-a", "failed", error="shard 3 failed: " + "x" * 200)
         repo.upsert_questions(questions_df(["q1", "q2"]))
-        repo.record_routing_events(routing_df("run-a", ["q1", "q2"], decision="to_correction",
-                                              correct_max=False), artifact_key="k1")
-        repo.record_routing_events(routing_df("run-a", ["q1"], stage="stage2", decision="unresolved"))
+        repo.record_routing_events(
+            routing_df("run-a", ["q1", "q2"], decision="to_correction", correct_max=False),
+            artifact_key="k1",
+        )
+        repo.record_routing_events(
+            routing_df("run-a", ["q1"], stage="stage2", decision="unresolved")
+        )
         repo.record_routing_events(routing_df("run-b", ["q1"], decision="pair"))
     return sphere_home
 
@@ -52,7 +56,10 @@ def test_routes_by_question_is_history_across_runs(filled, capsys):
     assert code == 0 and err == ""
     events = json.loads(out)
     assert [(e["run_id"], e["stage"], e["decision"]) for e in events] == [
-        ("run-a", "stage1", "to_correction"), ("run-a", "stage2", "unresolved"), ("run-b", "stage1", "pair")]
+        ("run-a", "stage1", "to_correction"),
+        ("run-a", "stage2", "unresolved"),
+        ("run-b", "stage1", "pair"),
+    ]
     assert all(e["question_id"] == "q1" and e["reason"] for e in events)
     code, out, _ = run_cli(capsys, "routes", "-q", "q1", "-f", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -76,7 +83,11 @@ def test_routes_argument_errors(filled, capsys):
         code, out, err = run_cli(capsys, *argv)
         assert code == 2 and "exactly one of --run ID or --question QID" in err and out == ""
     code, out, err = run_cli(capsys, "routes", "--run", "ghost")
-    assert code == 1 and err.strip().startswith("error: unknown run 'ghost'") and len(err.strip().splitlines()) == 1
+    assert (
+        code == 1
+        and err.strip().startswith("error: unknown run 'ghost'")
+        and len(err.strip().splitlines()) == 1
+    )
     code, _, err = run_cli(capsys, "routes", "--question", "ghost")
     assert code == 1 and "unknown question 'ghost'" in err
     code, _, err = run_cli(capsys, "runs", "--format", "xml")
@@ -92,7 +103,9 @@ def test_db_commands_hide_password_and_report_revision(sphere_home, capsys, monk
     assert code == 0 and "revision: 0002 (head 0002, up to date)" in out
     monkeypatch.setenv("SPHERE_DATABASE_URL", "postgresql+psycopg://me:hunter2@127.0.0.1:1/x")
     code, out, err = run_cli(capsys, "runs")
-    assert code != 0 and "cannot connect to database postgresql+psycopg://me:***@127.0.0.1:1/x" in err
+    assert (
+        code != 0 and "cannot connect to database postgresql+psycopg://me:***@127.0.0.1:1/x" in err
+    )
     assert "hunter2" not in err + out
 
 
@@ -107,9 +120,14 @@ def test_rounds_in_runs_and_routes(sphere_home, capsys):
     assert code == 0 and "2/3" in out and "cancelled" in out and "round" in out
     code, out, _ = run_cli(capsys, "runs", "--format", "json")
     (run,) = json.loads(out)
-    assert (run["round"], run["rounds"], run["status"]) == (2, 3, "cancelled") and run["finished_at"]
+    assert (run["round"], run["rounds"], run["status"]) == (2, 3, "cancelled") and run[
+        "finished_at"
+    ]
     code, out, _ = run_cli(capsys, "routes", "--question", "q1", "--format", "json")
-    assert code == 0 and [(e["round"], e["decision"]) for e in json.loads(out)] == [(1, "to_correction"), (2, "pair")]
+    assert code == 0 and [(e["round"], e["decision"]) for e in json.loads(out)] == [
+        (1, "to_correction"),
+        (2, "pair"),
+    ]
     code, out, _ = run_cli(capsys, "routes", "--question", "q1")
     header = next(line for line in out.splitlines() if "stage" in line and "decision" in line)
     assert code == 0 and "round" in header

@@ -21,7 +21,9 @@ POSTGRES_URL = os.environ.get(
 def _postgres_engine():
     import sqlalchemy as sa
 
-    engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3}, poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(
+        POSTGRES_URL, connect_args={"connect_timeout": 3}, poolclass=sa.pool.NullPool
+    )
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))

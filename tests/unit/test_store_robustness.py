@@ -50,8 +50,9 @@ def test_damaged_sqlite_file_is_one_line_naming_it(sphere_home, capsys, damage):
         assert len(data) > 3 * 4096
         path.write_bytes(data[: len(data) // 3])
     for argv in COMMANDS:
-        err = fails_in_one_line(capsys, argv, f"SQLite database {path} is damaged", "move it aside",
-                                "sphere db upgrade")
+        err = fails_in_one_line(
+            capsys, argv, f"SQLite database {path} is damaged", "move it aside", "sphere db upgrade"
+        )
     assert path.read_bytes()[:4]  # left in place for the user to inspect
     with pytest.raises(StoreError, match="is damaged"):
         open_repository()
@@ -75,22 +76,40 @@ def test_postgresql_urls_without_driver_use_psycopg3(sphere_home, capsys):
 
 
 def test_postgres_scheme_is_mapped_and_password_hidden(sphere_home, capsys):
-    assert db.resolve_database_url("postgres://me:pw@127.0.0.1:1/x") == "postgresql+psycopg://me:pw@127.0.0.1:1/x"
+    assert (
+        db.resolve_database_url("postgres://me:pw@127.0.0.1:1/x")
+        == "postgresql+psycopg://me:pw@127.0.0.1:1/x"
+    )
     assert db.resolve_database_url("postgresql://h/x") == "postgresql+psycopg://h/x"
     assert db.resolve_database_url("postgresql+psycopg://h/x") == "postgresql+psycopg://h/x"
     assert db.resolve_database_url("sqlite:///postgres://x") == "sqlite:///postgres://x"
     for scheme in ("postgres", "postgresql"):
-        err = fails_in_one_line(capsys, ["runs", "--database-url", f"{scheme}://me:hunter2@127.0.0.1:1/x"],
-                                "cannot connect to database postgresql+psycopg://me:***@127.0.0.1:1/x")
+        err = fails_in_one_line(
+            capsys,
+            ["runs", "--database-url", f"{scheme}://me:hunter2@127.0.0.1:1/x"],
+            "cannot connect to database postgresql+psycopg://me:***@127.0.0.1:1/x",
+        )
         assert "hunter2" not in err
 
 
-@pytest.mark.parametrize("url, needle", [
-    ("postgresql+psycopg2://me:hunter2@db.example/x", "the database driver for postgresql+psycopg2://me:***@db.example/x is not installed"),
-    ("postgresql+asyncpg://me:hunter2@db.example/x", "'asyncpg' in postgresql+asyncpg://me:***@db.example/x is asynchronous"),
-    ("postgresql+nosuchdriver://me:hunter2@db.example/x", "unknown database driver 'nosuchdriver'"),
-    ("mysql://me:hunter2@db.example/x", "unsupported database mysql://me:***@db.example/x"),
-])
+@pytest.mark.parametrize(
+    "url, needle",
+    [
+        (
+            "postgresql+psycopg2://me:hunter2@db.example/x",
+            "the database driver for postgresql+psycopg2://me:***@db.example/x is not installed",
+        ),
+        (
+            "postgresql+asyncpg://me:hunter2@db.example/x",
+            "'asyncpg' in postgresql+asyncpg://me:***@db.example/x is asynchronous",
+        ),
+        (
+            "postgresql+nosuchdriver://me:hunter2@db.example/x",
+            "unknown database driver 'nosuchdriver'",
+        ),
+        ("mysql://me:hunter2@db.example/x", "unsupported database mysql://me:***@db.example/x"),
+    ],
+)
 def test_missing_or_unusable_drivers(sphere_home, capsys, url, needle):
     for argv in COMMANDS:
         err = fails_in_one_line(capsys, [*argv, "--database-url", url], needle)
@@ -132,10 +151,18 @@ def test_unusable_sqlite_locations(sphere_home, capsys, tmp_path, read_only_dir)
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
     cases = {
-        f"sqlite:///{a_file}/sphere.db": (f"cannot create SQLite database {a_file}/sphere.db",
-                                          f"{a_file} is not a directory"),
-        f"sqlite:///{a_file}/sub/sphere.db": (f"{a_file}/sub/sphere.db", f"{a_file} is not a directory"),
-        f"sqlite:///{read_only_dir}/sphere.db": (f"SQLite database {read_only_dir}/sphere.db", "writable"),
+        f"sqlite:///{a_file}/sphere.db": (
+            f"cannot create SQLite database {a_file}/sphere.db",
+            f"{a_file} is not a directory",
+        ),
+        f"sqlite:///{a_file}/sub/sphere.db": (
+            f"{a_file}/sub/sphere.db",
+            f"{a_file} is not a directory",
+        ),
+        f"sqlite:///{read_only_dir}/sphere.db": (
+            f"SQLite database {read_only_dir}/sphere.db",
+            "writable",
+        ),
         f"sqlite:///{read_only_dir}/sub/sphere.db": (f"{read_only_dir}/sub/sphere.db", "writable"),
         f"sqlite:///{tmp_path}": (f"SQLite database {tmp_path} is not a file",),
     }
@@ -149,7 +176,10 @@ def test_sphere_home_that_is_not_a_directory(tmp_path, monkeypatch, capsys):
     home.write_text("x")
     monkeypatch.setenv("SPHERE_HOME", str(home))
     monkeypatch.delenv("SPHERE_DATABASE_URL", raising=False)
-    with pytest.raises(StoreError, match=f"cannot create SQLite database {home}/sphere.db: {home} is not a directory"):
+    with pytest.raises(
+        StoreError,
+        match=f"cannot create SQLite database {home}/sphere.db: {home} is not a directory",
+    ):
         open_repository()
     with pytest.raises(StoreError, match="is not a directory"):
         db.upgrade_database()
@@ -167,4 +197,3 @@ def test_database_stamped_by_a_newer_version(tmp_path):
     engine.dispose()
     with pytest.raises(StoreError, match=r"created by a newer SPHERE"):
         open_repository(url)
-

@@ -50,9 +50,19 @@ from sphere_core.evaluation.report.tables import (
 REPORT_MD = "report.md"
 
 __all__ = [
-    "REPORT_DIR", "REPORT_MD", "RoundData", "RunParts", "accuracy_rows", "build_report",
-    "chosen_completed", "dpo_summary", "evaluation_table", "example_pairs", "pairs_by_route",
-    "render", "table5",
+    "REPORT_DIR",
+    "REPORT_MD",
+    "RoundData",
+    "RunParts",
+    "accuracy_rows",
+    "build_report",
+    "chosen_completed",
+    "dpo_summary",
+    "evaluation_table",
+    "example_pairs",
+    "pairs_by_route",
+    "render",
+    "table5",
 ]
 
 
@@ -76,8 +86,13 @@ def render(run: RunParts, figs: Figures) -> list[str]:
         figs.prefix = f"round-{data.round}-"
         lines += [f"## Round {data.round}", ""]
         if not data.has_data:
-            lines += [(f"_Round {data.round} left no outputs (not reached, or stopped before "
-                       "generating)._"), ""]
+            lines += [
+                (
+                    f"_Round {data.round} left no outputs (not reached, or stopped before "
+                    "generating)._"
+                ),
+                "",
+            ]
             continue
         lines += _round_lines(data, figs, level=3)
     return lines

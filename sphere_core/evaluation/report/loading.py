@@ -53,7 +53,8 @@ class RoundData:
     routing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ROUTING_COLUMNS))
     routing_source: str = ""
     pairs: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=[*PAIR_COLUMNS, "split"]))
+        default_factory=lambda: pd.DataFrame(columns=[*PAIR_COLUMNS, "split"])
+    )
     pairs_have_text: bool = True
     completions: pd.DataFrame | None = None  # tree rows with completion=True; None: not recorded
     tokens: dict[str, dict] | None = None  # summary.token_usage of the trees; None: not recorded
@@ -65,8 +66,14 @@ class RoundData:
 
     @property
     def has_data(self) -> bool:
-        return bool(self.has_view or len(self.routing) or len(self.pairs) or self.train_log
-                    or len(self.evaluations) or self.problems)
+        return bool(
+            self.has_view
+            or len(self.routing)
+            or len(self.pairs)
+            or self.train_log
+            or len(self.evaluations)
+            or self.problems
+        )
 
 
 def attempt(problems: list[str], what: str, fn: Callable[[], Any], default: Any) -> Any:
@@ -97,15 +104,18 @@ def store_rows(repo: RunStore | None, run_id: str, problems: list[str]) -> Store
         return StoreRows()
 
     def read(name: str, query: Callable[[str], list[dict]]) -> pd.DataFrame:
-        frame = pd.DataFrame(attempt(problems, f"the store's {name} of run {run_id}",
-                                     lambda: query(run_id), []))
+        frame = pd.DataFrame(
+            attempt(problems, f"the store's {name} of run {run_id}", lambda: query(run_id), [])
+        )
         if len(frame) and "round" not in frame.columns:
             frame["round"] = 1
         return frame
 
-    return StoreRows(routes=read("routes", repo.routes_for_run),
-                     pairs=read("pairs", repo.pairs_for_run),
-                     evaluations=read("evaluations", repo.evaluations_for_run))
+    return StoreRows(
+        routes=read("routes", repo.routes_for_run),
+        pairs=read("pairs", repo.pairs_for_run),
+        evaluations=read("evaluations", repo.evaluations_for_run),
+    )
 
 
 def of_round(frame: pd.DataFrame, r: int) -> pd.DataFrame:
@@ -125,8 +135,11 @@ def _completions(view: RunView) -> pd.DataFrame | None:
         if len(tree):
             hit = tree["completion"].fillna(False).astype(bool)
             frames.append(tree.loc[hit, ["question_id", "stage", "path", "text"]])
-    return (pd.concat(frames, ignore_index=True) if frames
-            else pd.DataFrame(columns=["question_id", "stage", "path", "text"]))
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["question_id", "stage", "path", "text"])
+    )
 
 
 def _tokens(view: RunView, pairs: pd.DataFrame) -> dict[str, dict] | None:
@@ -139,8 +152,11 @@ def _tokens(view: RunView, pairs: pd.DataFrame) -> dict[str, dict] | None:
         tree = view.tree(stage)
         if len(tree):
             frames.append(tree.reindex(columns=["stage", "question_id", "num_tokens"]))
-    trees = (pd.concat(frames, ignore_index=True) if frames
-             else pd.DataFrame(columns=["stage", "question_id", "num_tokens"]))
+    trees = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["stage", "question_id", "num_tokens"])
+    )
     usage = token_usage(trees, pairs)
     return usage if usage["all"]["total"] is not None else None
 
@@ -150,8 +166,9 @@ def _read_pairs(data: RoundData, view: RunView) -> pd.DataFrame:
     for split in ("train", "eval"):
         path = view.pairs_path(split)
         if path.is_file():
-            frame = attempt(data.problems, str(path), lambda p=path: pd.read_parquet(p),
-                            pd.DataFrame())
+            frame = attempt(
+                data.problems, str(path), lambda p=path: pd.read_parquet(p), pd.DataFrame()
+            )
             if len(frame):
                 parts.append(frame.assign(split=split))
     return pd.concat(parts, ignore_index=True) if parts else data.pairs
@@ -167,8 +184,9 @@ def _read_view(data: RoundData, view: RunView) -> None:
     data.summary = view.summary()
     data.routing = attempt(data.problems, f"the routing of round {r}", view.routing, data.routing)
     data.routing_source = "run view"
-    data.completions = attempt(data.problems, f"the search trees of round {r}",
-                               lambda: _completions(view), None)
+    data.completions = attempt(
+        data.problems, f"the search trees of round {r}", lambda: _completions(view), None
+    )
 
 
 def load_round(home: Path, run_id: str, r: int, store: StoreRows) -> RoundData:
@@ -184,12 +202,14 @@ def load_round(home: Path, run_id: str, r: int, store: StoreRows) -> RoundData:
     if data.pairs.empty and len(pairs):
         data.pairs, data.pairs_have_text = pairs, False
     if data.view is not None:
-        data.tokens = attempt(data.problems, f"the search trees of round {r}",
-                              lambda: _tokens(view, data.pairs), None)
+        data.tokens = attempt(
+            data.problems, f"the search trees of round {r}", lambda: _tokens(view, data.pairs), None
+        )
     train_log = view.model_dir() / "train_log.json"
     if train_log.is_file():
-        data.train_log = attempt(data.problems, str(train_log),
-                                 lambda: json.loads(train_log.read_text()), None)
+        data.train_log = attempt(
+            data.problems, str(train_log), lambda: json.loads(train_log.read_text()), None
+        )
     data.evaluations = of_round(store.evaluations, r)
     return data
 
@@ -197,8 +217,11 @@ def load_round(home: Path, run_id: str, r: int, store: StoreRows) -> RoundData:
 def rounds_on_disk(home: Path, run_id: str) -> set[int]:
     """Rounds with a directory (``round-<r>``) or, for round 1, a run view or a training log."""
     base = run_dir(home, run_id)
-    found = ({1} if (base / VIEW_FILE).is_file() or (base / "model" / "train_log.json").is_file()
-             else set())
+    found = (
+        {1}
+        if (base / VIEW_FILE).is_file() or (base / "model" / "train_log.json").is_file()
+        else set()
+    )
     if base.is_dir():
         for child in base.iterdir():
             match = _ROUND_DIR.match(child.name)
@@ -232,16 +255,20 @@ class RunParts:
 def load_run(home: Path, run_id: str, repo: RunStore | None) -> RunParts:
     """Every round's parts, from disk and the store (``repo=None``: disk only)."""
     problems: list[str] = []
-    record = (attempt(problems, f"the store record of run {run_id}",
-                      lambda: repo.get_run(run_id), None) if repo is not None else None)
+    record = (
+        attempt(problems, f"the store record of run {run_id}", lambda: repo.get_run(run_id), None)
+        if repo is not None
+        else None
+    )
     config = (record or {}).get("config") or {}
     store = store_rows(repo if record else None, run_id, problems)
     found = rounds_on_disk(home, run_id)
     for frame in store.frames():
         if len(frame):
             found |= {int(r) for r in frame["round"].fillna(1)}
-    planned = int((record or {}).get("rounds")
-                  or (config.get("evolution") or {}).get("rounds") or 1)
+    planned = int(
+        (record or {}).get("rounds") or (config.get("evolution") or {}).get("rounds") or 1
+    )
     last = max([int((record or {}).get("round") or 1), *found, 1])
     rounds = [load_round(home, run_id, r, store) for r in range(1, last + 1)]
     reached = max([d.round for d in rounds if d.has_data], default=0)

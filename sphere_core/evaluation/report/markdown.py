@@ -78,8 +78,11 @@ def clip(text: str, head: int, tail: int = 0) -> str:
     if len(text) <= head + tail + 40:
         return text
     cut = len(text) - head - tail
-    return (text[:head].rstrip() + f"\n[... {cut} characters omitted ...]\n"
-            + (text[-tail:].lstrip() if tail else ""))
+    return (
+        text[:head].rstrip()
+        + f"\n[... {cut} characters omitted ...]\n"
+        + (text[-tail:].lstrip() if tail else "")
+    )
 
 
 def fenced(text: str) -> str:

@@ -15,16 +15,17 @@ from sphere_core.evaluation.report.markdown import last_content
 from sphere_core.stages import decision_order
 
 EVAL_METRICS = ("pass@1", "self_correction_acc", "flips_r2w", "flips_w2r")
-DPO_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
-            "rewards/accuracies")
+DPO_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 
 
 def decision_text(counts: pd.Series, total: int) -> str:
     """``pair 3 (60%), unresolved 2 (40%)``: registry order, then unknown decisions by name."""
     if not total:
         return "–"
-    return ", ".join(f"{d} {int(counts[d])} ({100 * counts[d] / total:.0f}%)"
-                     for d in decision_order(counts.index))
+    return ", ".join(
+        f"{d} {int(counts[d])} ({100 * counts[d] / total:.0f}%)"
+        for d in decision_order(counts.index)
+    )
 
 
 def table5(routing: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
@@ -37,8 +38,14 @@ def table5(routing: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
         if not len(sub) and not n_pairs:
             continue
         counts = sub["decision"].value_counts()
-        rows.append({"stage": label, "questions": len(sub),
-                     "decisions": decision_text(counts, len(sub)), "pairs": n_pairs})
+        rows.append(
+            {
+                "stage": label,
+                "questions": len(sub),
+                "decisions": decision_text(counts, len(sub)),
+                "pairs": n_pairs,
+            }
+        )
     return pd.DataFrame(rows, columns=["stage", "questions", "decisions", "pairs"])
 
 
@@ -50,15 +57,27 @@ def pairs_by_route(pairs: pd.DataFrame) -> pd.DataFrame:
     labels = plots.stage_labels(pairs["stage"].dropna().unique())
     order = {s: i for i, s in enumerate(labels)}
     frame = pairs.assign(split=pairs.get("split", "train"))
-    grouped = (frame.fillna({"route": "–", "granularity": "–"})
-               .groupby(["stage", "route", "granularity", "split"]).size()
-               .unstack("split", fill_value=0))
+    grouped = (
+        frame.fillna({"route": "–", "granularity": "–"})
+        .groupby(["stage", "route", "granularity", "split"])
+        .size()
+        .unstack("split", fill_value=0)
+    )
     rows = []
     for (stage, route, gran), counts in sorted(
-            grouped.iterrows(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1:])):
+        grouped.iterrows(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1:])
+    ):
         train, evaluation = int(counts.get("train", 0)), int(counts.get("eval", 0))
-        rows.append({"stage": labels.get(stage, stage), "route": route, "granularity": gran,
-                     "train": train, "eval": evaluation, "total": train + evaluation})
+        rows.append(
+            {
+                "stage": labels.get(stage, stage),
+                "route": route,
+                "granularity": gran,
+                "train": train,
+                "eval": evaluation,
+                "total": train + evaluation,
+            }
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -94,8 +113,11 @@ def dpo_summary(train_log: dict | None) -> dict[str, Any]:
     evals = [h["eval_loss"] for h in history if h.get("eval_loss") is not None]
 
     def final(key: str) -> Any:
-        for value in (metrics.get(f"eval_{key}"), last_logged(history, f"eval_{key}"),
-                      last_logged(history, key)):
+        for value in (
+            metrics.get(f"eval_{key}"),
+            last_logged(history, f"eval_{key}"),
+            last_logged(history, key),
+        ):
             if value is not None:
                 return value
         return None
@@ -120,19 +142,35 @@ def _count(value: Any) -> int | None:
 
 def evaluation_table(evaluations: pd.DataFrame) -> pd.DataFrame:
     """Per benchmark and model: n, Pass@1 (%), after self-correction (%), flips."""
-    cols = ["benchmark", "model", "n", "Pass@1 (%)", "after self-correction (%)",
-            "right→wrong", "wrong→right"]
+    cols = [
+        "benchmark",
+        "model",
+        "n",
+        "Pass@1 (%)",
+        "after self-correction (%)",
+        "right→wrong",
+        "wrong→right",
+    ]
     if evaluations.empty:
         return pd.DataFrame(columns=cols)
     rows = []
     for (bench, label), group in evaluations.groupby(["benchmark", "model_label"], sort=False):
-        got = {m: v for m, v in zip(group["metric"], group["value"])
-               if m in EVAL_METRICS and pd.notna(v)}
-        rows.append({"benchmark": bench, "model": label, "n": int(group["n"].max()),
-                     "Pass@1 (%)": _share(got.get("pass@1")),
-                     "after self-correction (%)": _share(got.get("self_correction_acc")),
-                     "right→wrong": _count(got.get("flips_r2w")),
-                     "wrong→right": _count(got.get("flips_w2r"))})
+        got = {
+            m: v
+            for m, v in zip(group["metric"], group["value"])
+            if m in EVAL_METRICS and pd.notna(v)
+        }
+        rows.append(
+            {
+                "benchmark": bench,
+                "model": label,
+                "n": int(group["n"].max()),
+                "Pass@1 (%)": _share(got.get("pass@1")),
+                "after self-correction (%)": _share(got.get("self_correction_acc")),
+                "right→wrong": _count(got.get("flips_r2w")),
+                "wrong→right": _count(got.get("flips_w2r")),
+            }
+        )
     order = {"base": 0, "trained": 1}
     rows.sort(key=lambda r: (r["benchmark"], order.get(r["model"], 2), r["model"]))
     return pd.DataFrame(rows, columns=cols)
@@ -142,8 +180,11 @@ def pass1(evaluations: pd.DataFrame, bench: str, label: str) -> tuple[float, int
     """(Pass@1, n) of one model on one benchmark, or None when not evaluated."""
     if evaluations.empty:
         return None
-    row = evaluations[(evaluations["benchmark"] == bench) & (evaluations["model_label"] == label)
-                      & (evaluations["metric"] == "pass@1")]
+    row = evaluations[
+        (evaluations["benchmark"] == bench)
+        & (evaluations["model_label"] == label)
+        & (evaluations["metric"] == "pass@1")
+    ]
     if not len(row) or pd.isna(row["value"].iloc[-1]):
         return None
     return float(row["value"].iloc[-1]), int(row["n"].iloc[-1])

@@ -39,9 +39,7 @@ RUN_SECTIONS: tuple[RunSection, ...] = (
     overview.header,
     overview.setup,
 )
-ROUNDS_SECTIONS: tuple[RunSection, ...] = (
-    rounds.rounds,
-)
+ROUNDS_SECTIONS: tuple[RunSection, ...] = (rounds.rounds,)
 ROUND_SECTIONS: tuple[RoundSection, ...] = (
     routing_pairs.routing,
     routing_pairs.rewards,

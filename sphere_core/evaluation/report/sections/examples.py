@@ -41,27 +41,46 @@ def _prompt_lines(prompt: Any) -> list[str]:
         return ["Prompt: _no user message_", ""]
     out = []
     if len(users) > 1:
-        out += ["Problem (first user message):", "",
-                fenced(clip(str(users[0].get("content") or ""), PROMPT_CHARS)), ""]
-    return out + ["Prompt (last user message):", "",
-                  fenced(clip(str(users[-1].get("content") or ""), PROMPT_CHARS)), ""]
+        out += [
+            "Problem (first user message):",
+            "",
+            fenced(clip(str(users[0].get("content") or ""), PROMPT_CHARS)),
+            "",
+        ]
+    return out + [
+        "Prompt (last user message):",
+        "",
+        fenced(clip(str(users[-1].get("content") or ""), PROMPT_CHARS)),
+        "",
+    ]
 
 
 def _pair_lines(pair: pd.Series, label: str, reason: str | None) -> list[str]:
-    return [(f"**{label} · {pair['route']}** ({pair['granularity']}, "
-             f"{pair.get('split', 'train')} split): question `{pair['question_id']}`, gold "
-             f"`{fmt(pair['gold_answer'])}`; chosen answer `{fmt(pair['answer_chosen'])}` "
-             f"(search reward {num(pair['reward_chosen'])}), rejected answer "
-             f"`{fmt(pair['answer_rejected'])}` (search reward {num(pair['reward_rejected'])})."),
-            "",
-            f"Why: {reason}" if reason else "Why: _no routing reason recorded for this question._",
-            "", "<details><summary>Prompt (last user message), chosen and rejected</summary>", "",
-            *_prompt_lines(pair["prompt"]),
-            "Chosen:", "",
-            fenced(clip(last_content(pair["chosen"]), ANSWER_HEAD, ANSWER_TAIL)), "",
-            "Rejected:", "",
-            fenced(clip(last_content(pair["rejected"]), ANSWER_HEAD, ANSWER_TAIL)), "",
-            "</details>", ""]
+    return [
+        (
+            f"**{label} · {pair['route']}** ({pair['granularity']}, "
+            f"{pair.get('split', 'train')} split): question `{pair['question_id']}`, gold "
+            f"`{fmt(pair['gold_answer'])}`; chosen answer `{fmt(pair['answer_chosen'])}` "
+            f"(search reward {num(pair['reward_chosen'])}), rejected answer "
+            f"`{fmt(pair['answer_rejected'])}` (search reward {num(pair['reward_rejected'])})."
+        ),
+        "",
+        f"Why: {reason}" if reason else "Why: _no routing reason recorded for this question._",
+        "",
+        "<details><summary>Prompt (last user message), chosen and rejected</summary>",
+        "",
+        *_prompt_lines(pair["prompt"]),
+        "Chosen:",
+        "",
+        fenced(clip(last_content(pair["chosen"]), ANSWER_HEAD, ANSWER_TAIL)),
+        "",
+        "Rejected:",
+        "",
+        fenced(clip(last_content(pair["rejected"]), ANSWER_HEAD, ANSWER_TAIL)),
+        "",
+        "</details>",
+        "",
+    ]
 
 
 def examples(data: RoundData, figs: Figures, level: int) -> list[str]:
@@ -70,8 +89,10 @@ def examples(data: RoundData, figs: Figures, level: int) -> list[str]:
     if data.pairs.empty:
         return out + ["_No preference pairs in this round._", ""]
     if not data.pairs_have_text:
-        return out + [("_The pair texts are not on disk (only the store's pair rows): no "
-                       "examples._"), ""]
+        return out + [
+            ("_The pair texts are not on disk (only the store's pair rows): no examples._"),
+            "",
+        ]
     labels = plots.stage_labels(data.pairs["stage"].dropna().unique())
     for pair in example_pairs(data.pairs):
         reason = _reason(data.routing, pair["question_id"], pair["stage"])

@@ -13,19 +13,31 @@ from sphere_core.evaluation.report.markdown import Figures
 
 def _status_lines(record: dict, planned: int, reached: int) -> list[str]:
     status = str(record.get("status") or "unknown")
-    lines = [(f"Run status: **{status}** · rounds reached: **{reached} of {planned}** · "
-              f"kind: {record.get('kind', '?')} · "
-              f"report generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC."), ""]
+    lines = [
+        (
+            f"Run status: **{status}** · rounds reached: **{reached} of {planned}** · "
+            f"kind: {record.get('kind', '?')} · "
+            f"report generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC."
+        ),
+        "",
+    ]
     if status in ("running", "pending"):
-        lines += [(f"> The store still says **{status}**: either the run is in progress or it "
-                   "stopped without updating its record. The sections below show the parts "
-                   "that exist now."), ""]
+        lines += [
+            (
+                f"> The store still says **{status}**: either the run is in progress or it "
+                "stopped without updating its record. The sections below show the parts "
+                "that exist now."
+            ),
+            "",
+        ]
     elif status in ("failed", "cancelled"):
-        lines += [f"> The run was **{status}**"
-                  + (f": {record['error']}" if record.get("error") else "")
-                  + ". The sections below show the parts it finished"
-                  + (" (`sphere resume` continues a cancelled run)." if status == "cancelled"
-                     else "."), ""]
+        lines += [
+            f"> The run was **{status}**"
+            + (f": {record['error']}" if record.get("error") else "")
+            + ". The sections below show the parts it finished"
+            + (" (`sphere resume` continues a cancelled run)." if status == "cancelled" else "."),
+            "",
+        ]
     elif status == "completed" and record.get("error"):  # errors within the error budget
         lines += [f"> Completed with errors: {record['error']} (`sphere resume` retries them).", ""]
     return lines
@@ -35,9 +47,14 @@ def header(run: RunParts, figs: Figures) -> list[str]:
     """Title, run status and rounds reached, then the run-level unreadable parts."""
     lines = [f"# SPHERE run report: `{run.run_id}`", ""]
     if run.record is None:
-        lines += [(f"Run status: **unknown** (no run record in the store); rounds found on disk: "
-                   f"{run.reached}."),
-                  f"Report generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.", ""]
+        lines += [
+            (
+                f"Run status: **unknown** (no run record in the store); rounds found on disk: "
+                f"{run.reached}."
+            ),
+            f"Report generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
+            "",
+        ]
     else:
         lines += _status_lines(run.record, max(run.planned, run.last), run.reached)
     if run.problems:
@@ -74,16 +91,26 @@ def describe_model(path: str | None) -> str:
 
 def _small_model_note(policy: str, small: str | None, home: Path) -> list[str]:
     if small is None or small == policy:
-        return ["", ("> **Note:** π_small = π in this run (models.small is not set or equals the "
-                     f"policy {describe_model(policy)}), so the diversity stage's negatives come "
-                     "from sampling more candidates with the same model, not from a smaller "
-                     "model as in the paper.")]
+        return [
+            "",
+            (
+                "> **Note:** π_small = π in this run (models.small is not set or equals the "
+                f"policy {describe_model(policy)}), so the diversity stage's negatives come "
+                "from sampling more candidates with the same model, not from a smaller "
+                "model as in the paper."
+            ),
+        ]
     fam_p, fam_s = model_family(policy, home), model_family(small, home)
     if fam_p and fam_s and fam_p[0] == fam_s[0] and fam_p[1] != fam_s[1]:
-        return ["", ("> **Note:** π_small is a weaker model of another family, not a smaller "
-                     f"sibling as in the paper (π: {fam_p[1]}, π_small: {fam_s[1]}). Its wrong "
-                     "answers are still verified wrong, but they are another family's mistakes "
-                     "rather than a smaller π's.")]
+        return [
+            "",
+            (
+                "> **Note:** π_small is a weaker model of another family, not a smaller "
+                f"sibling as in the paper (π: {fam_p[1]}, π_small: {fam_s[1]}). Its wrong "
+                "answers are still verified wrong, but they are another family's mistakes "
+                "rather than a smaller π's."
+            ),
+        ]
     return []
 
 
@@ -105,15 +132,18 @@ def setup(run: RunParts, figs: Figures) -> list[str]:
         f"- π_small (the diversity stage's model): {describe_model(small or policy)}",
         f"- PRM: `{prm.get('kind', '?')}`"
         + (f" on {describe_model(prm_model)}" if prm_model else " (on the policy model)"),
-        (f"- DPO: β={tr.get('beta')}, lr={tr.get('learning_rate')}, "
-         f"warmup={tr.get('warmup_ratio')}, epochs={tr.get('num_epochs')}, "
-         f"max_steps={tr.get('max_steps')}, LoRA r={tr.get('lora_r')}/α={tr.get('lora_alpha')}"
-         f"/dropout={tr.get('lora_dropout')}"),
+        (
+            f"- DPO: β={tr.get('beta')}, lr={tr.get('learning_rate')}, "
+            f"warmup={tr.get('warmup_ratio')}, epochs={tr.get('num_epochs')}, "
+            f"max_steps={tr.get('max_steps')}, LoRA r={tr.get('lora_r')}/α={tr.get('lora_alpha')}"
+            f"/dropout={tr.get('lora_dropout')}"
+        ),
     ]
     evo = config.get("evolution") or {}
     if int(evo.get("rounds") or 1) > 1:
-        out.append(f"- Self-evolution: {evo.get('rounds')} rounds; questions per round: "
-                   f"{evo.get('question_schedule', 'same')} schedule; π_small "
-                   + ("follows the trained policy" if evo.get("evolve_small")
-                      else "stays as configured"))
+        out.append(
+            f"- Self-evolution: {evo.get('rounds')} rounds; questions per round: "
+            f"{evo.get('question_schedule', 'same')} schedule; π_small "
+            + ("follows the trained policy" if evo.get("evolve_small") else "stays as configured")
+        )
     return out + _small_model_note(policy, small, run.home) + [""]

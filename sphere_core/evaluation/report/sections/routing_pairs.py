@@ -13,19 +13,35 @@ from sphere_core.evaluation.report.tables import chosen_completed, pairs_by_rout
 
 
 def _completion_lines(data: RoundData) -> list[str]:
-    out = [("**Completion rollouts.** A path that reached `search.max_depth` (or was cut) "
+    out = [
+        (
+            "**Completion rollouts.** A path that reached `search.max_depth` (or was cut) "
             "without a final answer is finished by one unbranched rollout. A pair's chosen path "
             "counts as finished by a rollout when it ends with a rollout step of its question "
-            "from any stage (a stage may pair a path an earlier stage found)."), ""]
+            "from any stage (a stage may pair a path an earlier stage found)."
+        ),
+        "",
+    ]
     if data.completions is None:
-        return out + [("_Not recorded for this round (no run view, or its trees predate the "
-                       "`completion` column)._"), ""]
+        return out + [
+            (
+                "_Not recorded for this round (no run view, or its trees predate the "
+                "`completion` column)._"
+            ),
+            "",
+        ]
     if not data.pairs_have_text and len(data.pairs):
-        return out + [("_The pair texts are not on disk (only the store's pair rows), so chosen "
-                       "paths cannot be matched to rollouts._"), ""]
+        return out + [
+            (
+                "_The pair texts are not on disk (only the store's pair rows), so chosen "
+                "paths cannot be matched to rollouts._"
+            ),
+            "",
+        ]
     flags = chosen_completed(data.pairs, data.completions)
     stages = list(data.completions["stage"].dropna().unique()) + (
-        list(data.pairs["stage"].dropna().unique()) if len(data.pairs) else [])
+        list(data.pairs["stage"].dropna().unique()) if len(data.pairs) else []
+    )
     rows = []
     for stage, label in plots.stage_labels(stages).items():
         rollouts = int((data.completions["stage"] == stage).sum())
@@ -33,10 +49,14 @@ def _completion_lines(data: RoundData) -> list[str]:
         n_pairs = int(in_stage.sum())
         if not rollouts and not n_pairs:
             continue
-        rows.append({"stage": label, "completion rollouts (tree rows)": rollouts,
-                     "pairs": n_pairs,
-                     "chosen paths finished by a rollout":
-                         int(flags[in_stage].sum()) if n_pairs else 0})
+        rows.append(
+            {
+                "stage": label,
+                "completion rollouts (tree rows)": rollouts,
+                "pairs": n_pairs,
+                "chosen paths finished by a rollout": int(flags[in_stage].sum()) if n_pairs else 0,
+            }
+        )
     if not rows:
         return out + ["No stage ran a completion rollout in this round.", ""]
     return out + [md_table(pd.DataFrame(rows)), ""]
@@ -52,29 +72,50 @@ def _dropped_lines(data: RoundData) -> list[str]:
         return ["No pair candidate was dropped (every candidate met the pair invariants).", ""]
     frame = pd.DataFrame(dropped).reindex(columns=["question_id", "stage", "reason"])
     labels = plots.stage_labels(frame["stage"].dropna().unique())
-    table = (frame.fillna({"stage": "?", "reason": "?"}).groupby(["stage", "reason"]).size()
-             .reset_index(name="candidates"))
+    table = (
+        frame.fillna({"stage": "?", "reason": "?"})
+        .groupby(["stage", "reason"])
+        .size()
+        .reset_index(name="candidates")
+    )
     table["stage"] = table["stage"].map(lambda s: labels.get(s, s))
-    return [(f"**Dropped pair candidates: {len(frame)}** (they broke a pair invariant and were "
-             "not trained on):"), "", md_table(table), ""]
+    return [
+        (
+            f"**Dropped pair candidates: {len(frame)}** (they broke a pair invariant and were "
+            "not trained on):"
+        ),
+        "",
+        md_table(table),
+        "",
+    ]
 
 
 def _pair_count_lines(data: RoundData) -> list[str]:
     first = next(iter(plots.stage_labels()), None)
     n_questions = int((data.routing["stage"] == first).sum()) if len(data.routing) else 0
     pairs = data.pairs
-    split = (f" ({int((pairs['split'] == 'train').sum())} train, "
-             f"{int((pairs['split'] == 'eval').sum())} eval)."
-             if "split" in pairs and len(pairs) else ".")
-    out = [f"Questions searched: **{n_questions}**; preference pairs: **{len(pairs)}**" + split,
-           ""]
+    split = (
+        f" ({int((pairs['split'] == 'train').sum())} train, "
+        f"{int((pairs['split'] == 'eval').sum())} eval)."
+        if "split" in pairs and len(pairs)
+        else "."
+    )
+    out = [f"Questions searched: **{n_questions}**; preference pairs: **{len(pairs)}**" + split, ""]
     if len(pairs):
         return out + ["Pairs per stage and route:", "", md_table(pairs_by_route(pairs)), ""]
     dropped = len(data.summary.get("dropped_pairs") or [])
-    return out + [("**No preference pairs** in this round: "
-                   + (f"all {dropped} pair candidate(s) were dropped (below)." if dropped else
-                      "no routing decision produced a pair (no question had both a "
-                      "verified-right and a verified-wrong finished solution).")), ""]
+    return out + [
+        (
+            "**No preference pairs** in this round: "
+            + (
+                f"all {dropped} pair candidate(s) were dropped (below)."
+                if dropped
+                else "no routing decision produced a pair (no question had both a "
+                "verified-right and a verified-wrong finished solution)."
+            )
+        ),
+        "",
+    ]
 
 
 def _token_lines(data: RoundData) -> list[str]:
@@ -86,12 +127,19 @@ def _token_lines(data: RoundData) -> list[str]:
     def num(x: float | None) -> str:
         return "-" if x is None else f"{x:,.0f}"
 
-    stages = [f"{label} {num(data.tokens[s]['per_question'])}"
-              for s, label in plots.stage_labels().items()
-              if data.tokens.get(s, {}).get("questions")]
-    return [(f"Tokens generated: per question {num(t['per_question'])}, per pair "
-             f"{num(t['per_pair'])}, total {num(t['total'])}"
-             + (f" (per question searched: {'; '.join(stages)})." if stages else ".")), ""]
+    stages = [
+        f"{label} {num(data.tokens[s]['per_question'])}"
+        for s, label in plots.stage_labels().items()
+        if data.tokens.get(s, {}).get("questions")
+    ]
+    return [
+        (
+            f"Tokens generated: per question {num(t['per_question'])}, per pair "
+            f"{num(t['per_pair'])}, total {num(t['total'])}"
+            + (f" (per question searched: {'; '.join(stages)})." if stages else ".")
+        ),
+        "",
+    ]
 
 
 def _legend_lines(routing: pd.DataFrame) -> list[str]:
@@ -105,22 +153,31 @@ def _legend_lines(routing: pd.DataFrame) -> list[str]:
     for stage in (s for s in all_stages() if s.name in present):
         seen = routing.loc[routing["stage"] == stage.name, "decision"].dropna()
         names = decision_order([d.name for d in stage.decisions] + list(seen))
-        meaning = "; ".join(f"`{d}`: {known[d].title}" if d in known else f"`{d}`: not registered"
-                            for d in names)
+        meaning = "; ".join(
+            f"`{d}`: {known[d].title}" if d in known else f"`{d}`: not registered" for d in names
+        )
         out.append(f"- **{stage.title}**: {stage.summary} Decisions: {meaning}.")
     if not out:
         return []
-    return ["<details><summary>What the stages and their decisions mean</summary>", "", *out, "",
-            "</details>", ""]
+    return [
+        "<details><summary>What the stages and their decisions mean</summary>",
+        "",
+        *out,
+        "",
+        "</details>",
+        "",
+    ]
 
 
 def routing(data: RoundData, figs: Figures, level: int) -> list[str]:
     """Table 5: decisions and pairs per stage, pairs per route, dropped and completed paths."""
     out = [heading(level, "Routing and preference pairs (Table 5 view)"), ""]
     if data.routing.empty and data.pairs.empty:
-        why = ("the run view has no routing rows" if data.has_view
-               else "the generate stages have not run (no run view and no routing events in "
-                    "the store)")
+        why = (
+            "the run view has no routing rows"
+            if data.has_view
+            else "the generate stages have not run (no run view and no routing events in the store)"
+        )
         return out + [f"_No routing records for this round: {why}._", ""]
     if data.routing_source == "store":
         out += ["_Routing read from the store (the run view is missing)._", ""]
@@ -133,8 +190,9 @@ def routing(data: RoundData, figs: Figures, level: int) -> list[str]:
     if len(data.routing):
         decisions = pd.crosstab(data.routing["stage"], data.routing["decision"])
         by_stage = data.pairs["stage"].value_counts().to_dict() if len(data.pairs) else {}
-        out += figs.draw("routing", "routing per stage",
-                         lambda p: plots.routing_plot(decisions, by_stage, p))
+        out += figs.draw(
+            "routing", "routing per stage", lambda p: plots.routing_plot(decisions, by_stage, p)
+        )
     return out
 
 
@@ -148,9 +206,15 @@ def rewards(data: RoundData, figs: Figures, level: int) -> list[str]:
     rows = []
     for stage in (s for s in labels if s in set(pairs["stage"])):
         sub = pairs[pairs["stage"] == stage]
-        rows.append({"stage": labels[stage], "pairs": len(sub),
-                     "mean reward chosen": sub["reward_chosen"].mean(),
-                     "mean reward rejected": sub["reward_rejected"].mean()})
+        rows.append(
+            {
+                "stage": labels[stage],
+                "pairs": len(sub),
+                "mean reward chosen": sub["reward_chosen"].mean(),
+                "mean reward rejected": sub["reward_rejected"].mean(),
+            }
+        )
     out += [md_table(pd.DataFrame(rows)), ""]
-    return out + figs.draw("rewards", "search rewards of chosen vs rejected",
-                           lambda p: plots.reward_plot(pairs, p))
+    return out + figs.draw(
+        "rewards", "search rewards of chosen vs rejected", lambda p: plots.reward_plot(pairs, p)
+    )
