@@ -118,7 +118,8 @@ def bench_cfg(model: str, batch: int, steps: int, bf16: str):
 
 
 class StepTimer:
-    """TrainerCallback stamping wall and CPU time at train begin and at each optimizer step's end."""
+    """TrainerCallback stamping wall and CPU time at train begin and at each optimizer step's
+    end."""
 
     def __init__(self) -> None:
         from transformers import TrainerCallback
@@ -278,8 +279,8 @@ def main() -> None:
         for k in ("chosen", "rejected")
     ]
     print(
-        f"{ns.pairs} pairs, prompt+completion {min(lens)}-{max(lens)} tokens (mean {_mean(lens):.0f}); "
-        f"model {ns.model}; after: training.bf16={ns.bf16}",
+        f"{ns.pairs} pairs, prompt+completion {min(lens)}-{max(lens)} tokens "
+        f"(mean {_mean(lens):.0f}); model {ns.model}; after: training.bf16={ns.bf16}",
         flush=True,
     )
     load0 = os.getloadavg()
@@ -324,7 +325,8 @@ def main() -> None:
             results[(variant, batch)] = res
             losses = ", ".join(f"{h['loss']:.4f}" for h in res["history"])
             print(
-                f"batch {batch} {variant:6s}: {res['s_per_step']:.1f} s/step, {res['cpu_s_per_step']:.1f} CPU-s/step "
+                f"batch {batch} {variant:6s}: {res['s_per_step']:.1f} s/step, "
+                f"{res['cpu_s_per_step']:.1f} CPU-s/step "
                 f"(steps {', '.join(f'{w:.1f}' for w in res['wall'])}), "
                 f"precompute {res['precompute_s']:.1f}s, peak RSS {res['maxrss_gb']:.2f} GiB, "
                 f"losses [{losses}]",

@@ -4,7 +4,8 @@ Prints human-readable lines, then ONE JSON line LAST with:
   search_vs_raw_throughput_ratio  generated tokens/s inside the search's generate calls, divided
                                   by tokens/s of plain batched generate calls over the same
                                   prompts (same sequences per call, same max tokens, no stop string)
-  lockstep_speedup                wall time of a per-question loop / lock-step search (same questions, seeds)
+  lockstep_speedup                wall time of a per-question loop / lock-step search
+                                  (same questions, seeds)
   prm_time_share                  share of the lock-step search wall time spent in the PRM
 Every phase starts with the generator's prefix key/value cache and the PRM's caches cleared,
 so no phase reuses another's prompts or scores.
@@ -118,7 +119,8 @@ def main() -> None:
         raw_tokens += _tokens(outs)
     raw_tps = raw_tokens / raw_s
     print(
-        f"raw replay: {raw_tokens} tokens in {raw_s:.1f}s ({raw_tps:.1f} tok/s) vs search {search_tps:.1f} tok/s"
+        f"raw replay: {raw_tokens} tokens in {raw_s:.1f}s ({raw_tps:.1f} tok/s) vs search "
+        f"{search_tps:.1f} tok/s"
     )
 
     loop_stats = SearchStats()

@@ -33,8 +33,8 @@ app = typer.Typer(
     name="sphere",
     help=(
         "SPHERE: self-generated preference data (pruned MCTS + PRM) and DPO for math reasoning.\n\n"
-        "Typical use: `sphere run --preset demo` runs ingest -> search -> routing -> pairs -> DPO -> "
-        "evaluation -> report, on CPU.\n\n"
+        "Typical use: `sphere run --preset demo` runs ingest -> search -> routing -> pairs -> DPO "
+        "-> evaluation -> report, on CPU.\n\n"
         "Embedded models (offline, nothing downloaded), usable as a model path: `embedded` = "
         "Qwen2.5-Coder-0.5B-Instruct, the policy default; `embedded-small` = "
         "SmolLM2-135M-Instruct, the fast small model.\n\n"
@@ -208,7 +208,8 @@ def _report(exc: BaseException, session: Any) -> int:
 
         record(f"disk full: {disk.describe(disk_error)}")
         _say(
-            f"error: {disk.describe(disk_error)}; free some space, then{_continue_with(session)}{where}"
+            f"error: {disk.describe(disk_error)}; free some space, "
+            f"then{_continue_with(session)}{where}"
         )
         return errors.EXIT_INFRA
     if _is_click_error(exc):

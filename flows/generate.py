@@ -183,7 +183,9 @@ def publish_artifacts(result: GenerateResult, view: RunView) -> None:
     create_table_artifact(
         rows or [{"source": "-", "row": "-", "reason": "no rejected rows"}],
         key=f"{slug}-rejects",
-        description=f"Rejected input rows for {result.run_id} ({len(rejects)} in all; first 200 shown)",
+        description=(
+            f"Rejected input rows for {result.run_id} ({len(rejects)} in all; first 200 shown)"
+        ),
     )
     lines = [
         f"# SPHERE generate: `{result.run_id}` (round {result.round})",

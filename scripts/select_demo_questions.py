@@ -242,13 +242,15 @@ def measure(
         rates = " ".join(f"{sum(s['correct'] for s in out[q['id']])}/{k}" for q in chunk)
         log(
             f"[{phase}] {finished}/{len(questions)} questions: chunk {dt:.0f} s, {tokens} tokens "
-            f"({tokens / dt:.1f} tok/s), total {time.perf_counter() - t_start:.0f} s; solved {rates}"
+            f"({tokens / dt:.1f} tok/s), total {time.perf_counter() - t_start:.0f} s; solved "
+            f"{rates}"
         )
     return {"per_question": out, "tokens": total_tokens, "seconds": time.perf_counter() - t_start}
 
 
 def load_measurements(path: Path, settings: dict | None) -> dict[str, dict[str, list[dict]]]:
-    """{phase: {id: samples}} from an existing measurements file (rows with other settings skipped)."""
+    """{phase: {id: samples}} from an existing measurements file (rows with other settings
+    skipped)."""
     from sphere_core.errors import InputDataError
 
     found: dict[str, dict[str, list[dict]]] = {}

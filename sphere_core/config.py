@@ -120,9 +120,9 @@ class SearchConfig(Section):
     answer_cue_tokens: int = Field(
         24,
         ge=0,
-        description="When the completion rollout ends without a final answer, append 'Final Answer: "
-        "The final answer is $' and let the model finish that line in at most this many tokens "
-        "(its own answer, graded as usual); 0 disables it.",
+        description="When the completion rollout ends without a final answer, append "
+        "'Final Answer: The final answer is $' and let the model finish that line in at most "
+        "this many tokens (its own answer, graded as usual); 0 disables it.",
     )
     keep: int = Field(1, ge=1, description="Top-k / bottom-k kept per depth (k=1 is the paper).")
     keep_fraction: float | None = Field(

@@ -3,7 +3,8 @@
 Owns only the decision ("which device, which dtype"); loading models is done by callers.
 ``auto`` means CUDA when a GPU is visible, else CPU; dtype ``auto`` means bf16 on a CUDA device
 that supports it or on a CPU with native bf16 instructions (AVX512-BF16 / AMX / Arm BF16, where
-bf16 matmuls run at about twice the float32 rate), else float32. Errors are ``ModelLoadError`` (a bad setting names itself).
+bf16 matmuls run at about twice the float32 rate), else float32. Errors are
+``ModelLoadError`` (a bad setting names itself).
 """
 
 from __future__ import annotations

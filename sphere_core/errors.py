@@ -41,7 +41,8 @@ class InvalidNameError(SphereError):
 
 
 class InputDataError(SphereError):
-    """A question/benchmark file that cannot be read at all (single bad rows are rejected, not raised)."""
+    """A question/benchmark file that cannot be read at all (single bad rows are rejected, not
+    raised)."""
 
 
 class ModelLoadError(SphereError):

@@ -136,7 +136,8 @@ class ConsoleLineHandler(logging.Handler):
 
 
 class SessionFileHandler(logging.FileHandler):
-    """The invocation's log file (a named class: Prefect keeps root handlers that are not its own)."""
+    """The invocation's log file (a named class: Prefect keeps root handlers that are not its
+    own)."""
 
     def handleError(self, record: logging.LogRecord) -> None:
         """A full disk drops the record silently (the CLI's one line says the disk is full)."""
@@ -206,7 +207,8 @@ class LogSession:
         return self
 
     def set_console_level(self, level: int) -> None:
-        """Show records from ``level`` up to WARNING on the console (e.g. INFO for ``sphere serve``)."""
+        """Show records from ``level`` up to WARNING on the console (e.g. INFO for ``sphere
+        serve``)."""
         self.console.setLevel(level)
         self.console.max_level = max(level, logging.WARNING)
 

@@ -4,11 +4,11 @@ Owns pair invariants, step pairs, the split and the Arrow schema of pair files; 
 says which pairs its routing rows yield (``Stage.pair_candidates``). Pure (DataFrames in,
 DataFrames out). Trajectory pairs: chosen is verified correct, rejected verified wrong, both
 end in a final answer (finished solutions), and the two texts differ; a candidate that breaks
-this is dropped with a logged reason (counted in ``PairBuild.dropped``). Step pairs (``pairs.step_pairs``): siblings sharing a prefix,
-argmax vs argmin reward with a gap >= ``pairs.step_min_gap``; they are PRM-ranked, not
-verified. Rows are TRL conversational preference rows: ``prompt`` = system + user
-messages (the correction stage adds the wrong solution and the correction turn), ``chosen`` / ``rejected``
-= one assistant message each.
+this is dropped with a logged reason (counted in ``PairBuild.dropped``). Step pairs
+(``pairs.step_pairs``): siblings sharing a prefix, argmax vs argmin reward with a gap >=
+``pairs.step_min_gap``; they are PRM-ranked, not verified. Rows are TRL conversational
+preference rows: ``prompt`` = system + user messages (the correction stage adds the wrong
+solution and the correction turn), ``chosen`` / ``rejected`` = one assistant message each.
 """
 
 from __future__ import annotations

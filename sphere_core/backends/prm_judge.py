@@ -86,7 +86,8 @@ def judge_step(text: str) -> str:
 def judge_messages(
     question: str, steps: Sequence[str], first_step: int = 1, omitted: bool = False
 ) -> list[dict[str, str]]:
-    """Chat turns asking whether the last of ``steps`` is correct (steps numbered from ``first_step``)."""
+    """Chat turns asking whether the last of ``steps`` is correct (steps numbered from
+    ``first_step``)."""
     lines = [f"Step {first_step + i}: {judge_step(s)}" for i, s in enumerate(steps)]
     if omitted:
         lines.insert(0, OMITTED)
@@ -209,7 +210,8 @@ class JudgePRM(BasePRM):
                     )
                 return list(ids)
         raise BackendError(
-            f"judge PRM: the problem plus its last step is {len(ids)} tokens, over max_model_len={self.max_len}"
+            f"judge PRM: the problem plus its last step is {len(ids)} tokens, over "
+            f"max_model_len={self.max_len}"
         )
 
     def clear_cache(self) -> None:

@@ -1,4 +1,5 @@
-"""``mc-rollout`` PRM (Math-Shepherd style): a step's value is how often the policy finishes it right.
+"""``mc-rollout`` PRM (Math-Shepherd style): a step's value is how often the policy finishes it
+right.
 
 For a prefix s_0..s_t of a candidate, the prompt is the policy's chat-templated solve prompt
 (``prompts.solve_messages``) followed by the steps joined by the step delimiter and one more
@@ -142,8 +143,8 @@ class RolloutPRM(BasePRM):
         )
         if len(results) != len(prompts) or any(len(r) != self.rollouts for r in results):
             raise BackendError(
-                f"mc-rollout PRM: expected {self.rollouts} completions for each of {len(prompts)} prefixes, "
-                f"got {[len(r) for r in results]}"
+                f"mc-rollout PRM: expected {self.rollouts} completions for each of "
+                f"{len(prompts)} prefixes, got {[len(r) for r in results]}"
             )
         texts: list[str] = []
         rollout_golds: list[str] = []

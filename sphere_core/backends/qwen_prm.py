@@ -84,8 +84,8 @@ def read_head_weights(model_dir: Path) -> dict[str, Any]:
                     tensors[key[len(HEAD_PREFIX) :]] = f.get_tensor(key)
     if not tensors:
         raise ModelLoadError(
-            f"qwen-prm: no value-head weights ({HEAD_PREFIX}*) in the safetensors files of {model_dir}; "
-            "is this a Qwen2.5-Math-PRM checkpoint?"
+            f"qwen-prm: no value-head weights ({HEAD_PREFIX}*) in the safetensors files of "
+            f"{model_dir}; is this a Qwen2.5-Math-PRM checkpoint?"
         )
     return tensors
 
@@ -217,7 +217,8 @@ class VLLMQwenPRM(BasePRM):
             from vllm import LLM
         except ImportError as err:
             raise BackendError(
-                "prm.model.backend=vllm needs vLLM, which is not installed (pip install 'sphere-dpo[gpu]')"
+                "prm.model.backend=vllm needs vLLM, which is not installed (pip install "
+                "'sphere-dpo[gpu]')"
             ) from err
         from transformers import AutoTokenizer
 
@@ -256,7 +257,8 @@ class VLLMQwenPRM(BasePRM):
                 data = data[torch.tensor(ids) == self.step_id]
             if data.ndim != 2 or data.shape[0] != len(s):
                 raise BackendError(
-                    f"qwen-prm (vLLM): expected one score per step ({len(s)}), got shape {tuple(data.shape)}"
+                    f"qwen-prm (vLLM): expected one score per step ({len(s)}), got shape "
+                    f"{tuple(data.shape)}"
                 )
             if not torch.allclose(data.sum(-1), torch.ones(data.shape[0]), atol=1e-3):
                 data = torch.softmax(data, dim=-1)  # raw logits (no softmax in this vLLM's pooler)
@@ -265,7 +267,8 @@ class VLLMQwenPRM(BasePRM):
 
 
 def _vllm_llm(LLM: Any, kwargs: dict, step_id: int) -> Any:
-    """Pooling-runner ``LLM`` whose STEP pooler reads our tokenizer's step tag (API differs by version)."""
+    """Pooling-runner ``LLM`` whose STEP pooler reads our tokenizer's step tag (API differs by
+    version)."""
     try:
         from vllm.config import PoolerConfig
 

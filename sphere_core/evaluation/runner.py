@@ -9,7 +9,8 @@ skips turn 2 for that item: its turn-1 answer stands as the final one (``note`` 
 
 Writes per-item Parquet files ``<out_dir>/<label>/<benchmark>.parquet`` and returns
 (items, summary). The items of one model on one question set are also a content-addressed
-artifact (``eval_items``): the same weights, questions and settings are evaluated once. Recording summaries in the store is :func:`record_summary`'s job.
+artifact (``eval_items``): the same weights, questions and settings are evaluated once.
+Recording summaries in the store is :func:`record_summary`'s job.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def load_questions(benchmark: str, limit: int | None, benchmark_file: str | None) -> pd.DataFrame:
-    """A packaged benchmark by name, or the questions of ``benchmark_file`` (named ``benchmark``)."""
+    """A packaged benchmark by name, or the questions of ``benchmark_file`` (named
+    ``benchmark``)."""
     from sphere_core.data.benchmark_sets import BENCHMARKS, load_benchmark, load_question_file
 
     try:
@@ -195,7 +197,8 @@ def evaluate_model(
     out_dir: Path | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One model (a ``ModelSpec``, built through the backend registry) on one benchmark:
-    (per-item records, summary rows); the items are written to ``out_dir/<label>/<bench>.parquet``."""
+    (per-item records, summary rows); the items are written to
+    ``out_dir/<label>/<bench>.parquet``."""
     from sphere_core.evaluation.model_specs import load_generator
     from sphere_core.storage.keys import eval_key
     from sphere_core.storage.run_outputs import RunOutputs

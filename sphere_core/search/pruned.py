@@ -194,7 +194,8 @@ def pruned_search(
         stats.generate_calls += 1
         if len(outs) != len(prompts) or any(len(o) != E for o in outs):
             raise GenerationError(
-                f"generator returned {[len(o) for o in outs]} candidates for {len(prompts)} prompts x n={E}"
+                f"generator returned {[len(o) for o in outs]} candidates for {len(prompts)} "
+                f"prompts x n={E}"
             )
 
         groups: list[tuple[_State, str | None, list[Node]]] = []

@@ -89,7 +89,8 @@ class SearchResult:
     def tree_rows(
         self, *, run_id: str, stage: str, extract: Callable[[str], str | None] | None = None
     ) -> list[dict]:
-        """TREE_COLUMNS rows, one per candidate; ``extract`` fills extracted_answer on terminal steps."""
+        """TREE_COLUMNS rows, one per candidate; ``extract`` fills extracted_answer on terminal
+        steps."""
         rows = []
         for n in self.nodes:
             answer = extract(n.text) if (extract is not None and n.terminal) else None

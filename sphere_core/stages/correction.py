@@ -4,11 +4,12 @@ correction prompt, and searches again with ORM shaping (Eq. 3 plus an outcome te
 Takes the questions Stage 1 routed ``to_correction``. The solution shown is the Stage-1 Sol_min
 by default (``routing.correction_source``: min | max).
 
-| outcome                               | decision        | pair                                   |
-|---------------------------------------|-----------------|----------------------------------------|
-| corrected Sol_max^SC right            | ``pair``        | chosen Sol_max^SC; rejected Sol_min^SC if wrong, else the original wrong solution |
-| only the corrected Sol_min^SC right   | ``pair_inverted`` | chosen Sol_min^SC, rejected Sol_max^SC |
-| nothing right                         | ``unresolved``  | none                                   |
+| outcome                             | decision          | pair                                   |
+|-------------------------------------|-------------------|----------------------------------------|
+| corrected Sol_max^SC right          | ``pair``          | chosen Sol_max^SC; rejected Sol_min^SC |
+|                                     |                   | if wrong, else the original wrong one  |
+| only the corrected Sol_min^SC right | ``pair_inverted`` | chosen Sol_min^SC, rejected Sol_max^SC |
+| nothing right                       | ``unresolved``    | none                                   |
 
 Pairs carry the correction turn in their prompt (system, user problem, assistant wrong
 solution, user correction prompt).

@@ -4,10 +4,11 @@ errors (ORM shaping on, as in Stage 2).
 
 Takes the questions Stage 1 routed ``to_diversity``.
 
-| outcome                                | decision     | pair                                        |
-|----------------------------------------|--------------|---------------------------------------------|
-| pi_small's Sol_min (else Sol_max) wrong | ``pair``    | chosen the Stage-1 Sol_max, rejected that wrong path |
-| pi_small's paths all right             | ``no_error`` | none                                        |
+| outcome                                 | decision     | pair                                  |
+|-----------------------------------------|--------------|---------------------------------------|
+| pi_small's Sol_min (else Sol_max) wrong | ``pair``     | chosen the Stage-1 Sol_max, rejected  |
+|                                         |              | that wrong path                       |
+| pi_small's paths all right              | ``no_error`` | none                                  |
 
 pi_small is ``models.small`` (default: the policy itself, with a warning: the paper asks for a
 smaller model of the same family).

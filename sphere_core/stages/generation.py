@@ -43,7 +43,10 @@ class Generation(BaseStage):
         gold = item.gold
         if best.correct and not worst.correct:
             decision = "pair"
-            reason = f"Sol_max is correct ({describe(best)}) and Sol_min is wrong ({describe(worst)}, gold {gold!r})."
+            reason = (
+                f"Sol_max is correct ({describe(best)}) and Sol_min is wrong "
+                f"({describe(worst)}, gold {gold!r})."
+            )
         elif worst.correct and not best.correct:
             decision = "pair_inverted"
             reason = (
@@ -58,7 +61,10 @@ class Generation(BaseStage):
             )
         else:
             decision = "to_diversity"
-            reason = f"Both paths are correct ({describe(best)}); no negative example, sent to the diversity stage."
+            reason = (
+                f"Both paths are correct ({describe(best)}); no negative example, sent to "
+                "the diversity stage."
+            )
         return routing_row(run_id, item.question_id, self.name, decision, reason, best, worst)
 
     def pair_candidates(self, row, question, upstream, run_id):

@@ -92,7 +92,8 @@ def run_stage(
     home: Path,
     stats: SearchStats | None = None,
 ) -> StageResult:
-    """Search, grade and route the questions of one stage. Per-question failures -> ``error`` rows."""
+    """Search, grade and route the questions of one stage. Per-question failures -> ``error``
+    rows."""
     stage = get_stage(stage_name)
     items, missing = stage_items(stage, cfg, questions, upstream)
     routing = [error_row(run_id, qid, stage.name, msg) for qid, msg in missing]

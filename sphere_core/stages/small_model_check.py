@@ -39,8 +39,9 @@ def small_model_warning(policy: ModelSpec, small: ModelSpec, intended: bool = Fa
         return None
     if (small.path, small.backend, small.adapter) == (policy.path, policy.backend, policy.adapter):
         return (
-            f"the diversity stage uses pi_small = the policy itself ({policy.path!r}); the paper asks "
-            "for a smaller model of the same family (set models.small, or models.small_is_intended=true)."
+            f"the diversity stage uses pi_small = the policy itself ({policy.path!r}); the paper "
+            "asks for a smaller model of the same family (set models.small, or "
+            "models.small_is_intended=true)."
         )
     p_dir, s_dir = Path(policy.path).expanduser(), Path(small.path).expanduser()
     if p_dir.is_dir() and s_dir.is_dir():

@@ -166,7 +166,8 @@ def _prepare_sqlite_dir(path: Path) -> None:
             (p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), parent
         )
         raise StoreError(
-            f"cannot create SQLite database {path}: {blocker} is not a directory; {_what_to_do(path)}"
+            f"cannot create SQLite database {path}: {blocker} is not a directory; "
+            f"{_what_to_do(path)}"
         ) from err
     except OSError as err:
         raise StoreError(
@@ -351,8 +352,9 @@ def _migrate(engine: Engine, direction: str, revision: str) -> str | None:
                         getattr(command, direction)(cfg, revision)
                     except CommandError as err:  # e.g. stamped by a newer SPHERE
                         raise StoreError(
-                            f"cannot {direction} {redact_url(url)} to {revision}: {_first_line(err)} "
-                            "(was it created by a newer SPHERE? use that version or another database)"
+                            f"cannot {direction} {redact_url(url)} to {revision}: "
+                            f"{_first_line(err)} (was it created by a newer SPHERE? "
+                            "use that version or another database)"
                         ) from err
                     conn.commit()
                 finally:

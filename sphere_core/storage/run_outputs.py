@@ -127,7 +127,8 @@ class RunOutputs:
     def ingest(
         self, key: str, shard_size: int, compute: Callable[[], Any]
     ) -> tuple[int, int, int, bool]:
-        """Questions sharded under ``key`` (computed once): (n_shards, questions, rejected, cached)."""
+        """Questions sharded under ``key`` (computed once): (n_shards, questions, rejected,
+        cached)."""
         with self.store.claim_artifact(QUESTIONS, key):
             if not (
                 self.store.is_complete(QUESTIONS, key, verify=True)
@@ -324,7 +325,8 @@ class RunOutputs:
 
     # -- the run view ------------------------------------------------------------------------------
     def publish(self, run_id: str, plan: RunPlan, extra: dict[str, Any] | None = None) -> Path:
-        """Write the run view (manifest of artifact pointers) and the pairs files; returns its dir."""
+        """Write the run view (manifest of artifact pointers) and the pairs files; returns its
+        dir."""
         from sphere_core.pairs import write_pairs_file
 
         view = RunView(self.home, run_id, plan.round)

@@ -5,8 +5,9 @@ The trainer writes ``checkpoints/checkpoint-<step>/`` (transformers' layout: the
 ``optimizer.pt``, ``scheduler.pt``, ``rng_state.pth``, ``trainer_state.json``). It saves
 every ``training.save_steps`` optimizer steps (default: after the first step ending a minute or
 more after the last checkpoint, so a kill loses about a minute of work on any device; besides
-the trainer's own saves at evaluations), and once more when a stop is requested (:mod:`sphere_core.interrupts`), and keeps
-``training.save_total_limit`` of them (the best one as well, with an eval split).
+the trainer's own saves at evaluations), and once more when a stop is requested
+(:mod:`sphere_core.interrupts`), and keeps ``training.save_total_limit`` of them (the best
+one as well, with an eval split).
 
 After a checkpoint is fully written, :class:`CheckpointCallback` adds ``sphere_checkpoint.json``
 (the training key and the step). A re-run of the same training (same key) resumes from the
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 MARKER = "sphere_checkpoint.json"
 """Written into a checkpoint dir after the trainer finished writing it."""
 REQUIRED = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
-"""Files a resume reads besides the weights (``adapter_model.safetensors`` or ``model.safetensors``)."""
+"""Files a resume reads besides the weights (``adapter_model.safetensors`` or
+``model.safetensors``)."""
 WEIGHTS = ("adapter_model.safetensors", "model.safetensors")
 SCHEDULE_SETTINGS = ("save_steps", "save_total_limit")
 """Training settings that decide when checkpoints are written, not what is learned."""

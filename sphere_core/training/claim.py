@@ -49,7 +49,8 @@ def _write_holder(fd: int, what: str) -> None:
 
 @contextlib.contextmanager
 def training_claim(model_dir: Path, what: str, timeout_s: float | None = None) -> Iterator[None]:
-    """Hold the training claim of ``model_dir`` (``what``: e.g. ``run r1 round 1``) for the block."""
+    """Hold the training claim of ``model_dir`` (``what``: e.g. ``run r1 round 1``) for the
+    block."""
     import fcntl
 
     model_dir = Path(model_dir)

@@ -308,7 +308,8 @@ def _train(trainer, resume: Path | None, train_path: Path):
 
 
 def _build_trainer(cfg, model, tokenizer, args, train_ds, eval_ds, train_path):
-    """The DPOTrainer (tokenizes the pairs and precomputes reference log-probs); (trainer, seconds)."""
+    """The DPOTrainer (tokenizes the pairs and precomputes reference log-probs); (trainer,
+    seconds)."""
     from trl import DPOTrainer
 
     t0 = time.perf_counter()

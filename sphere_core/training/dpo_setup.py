@@ -100,7 +100,8 @@ def _lora_config(cfg: SphereConfig):
 
 
 def _weights_dtype(cfg: SphereConfig, device: str):
-    """Policy weights dtype on load: the spec's, or for ``auto`` bf16 on a bf16 CUDA run, else float32.
+    """Policy weights dtype on load: the spec's, or for ``auto`` bf16 on a bf16 CUDA run, else
+    float32.
 
     On CPU the weights load in float32 even for a bf16 run: ``_bf16_frozen_linears`` then
     stores only the frozen projections in bf16 (see there).
@@ -140,7 +141,8 @@ def _bf16_frozen_linears(model) -> int:
 
 
 def load_policy(cfg: SphereConfig, home: Path, device: str):
-    """(model, tokenizer) of ``cfg.models.policy``: a local HF dir, with its ``adapter`` merged in."""
+    """(model, tokenizer) of ``cfg.models.policy``: a local HF dir, with its ``adapter`` merged
+    in."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sphere_core.backends.adapters import merge_lora

@@ -209,7 +209,10 @@ def test_sigint_stops_sphere_started_with_sigint_ignored(prefect_api, tmp_path, 
         "PYTHONPATH": str(REPO_ROOT),
     }
     env.pop("SPHERE_DATABASE_URL", None)
-    code = "import sys, tests.flows.orch_fakes; from flows.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = (
+        "import sys, tests.flows.orch_fakes; from flows.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
     args = [
         "generate",
         "--run-id",

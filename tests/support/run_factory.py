@@ -174,7 +174,8 @@ def _path(
     answer = gold if correct else str(90 + int(q["source_row"]) + (0 if side == "max" else 5))
     first = f"Step 1 ({stage}, Sol_{side}): {q['problem'].split(': ', 1)[1]} Add the numbers."
     last = (
-        f"So the sum is {answer}. Final Answer: The final answer is ${answer}$. I hope it is correct."
+        f"So the sum is {answer}. Final Answer: The final answer is ${answer}$. I hope it is "
+        "correct."
         if finished
         else f"So the sum is probably {answer}, but let me keep going"
     )
@@ -261,7 +262,8 @@ def _stage_frames(cfg: SphereConfig, run_id: str, spec: RoundSpec, questions: pd
         decisions = spec.decisions[stage.name]
         if len(decisions) != len(taken):
             raise ValueError(
-                f"{stage.name} sees {len(taken)} questions but the spec gives {len(decisions)} decisions"
+                f"{stage.name} sees {len(taken)} questions but the spec gives {len(decisions)} "
+                "decisions"
             )
         routing, tree = [], []
         for q, decision in zip(taken, decisions):
@@ -463,7 +465,8 @@ def fabricate_run(
     specs: list[RoundSpec],
     status: str = "completed",
 ) -> list[FabricatedRound]:
-    """A run with ``len(specs)`` rounds planned (``cfg.evolution.rounds``) and every spec written."""
+    """A run with ``len(specs)`` rounds planned (``cfg.evolution.rounds``) and every spec
+    written."""
     repo.create_run(
         run_id, cfg.to_dict(), cfg.config_hash(), kind="pipeline", rounds=cfg.evolution.rounds
     )

@@ -20,7 +20,9 @@ t0 = time.perf_counter()
 import flows, flows.prefect_env, flows.cli
 elapsed = time.perf_counter() - t0
 after = {k: v for k, v in os.environ.items() if k.startswith("PREFECT_")}
-heavy = sorted(m for m in ("torch", "prefect", "transformers", "pandas", "sqlalchemy") if m in sys.modules)
+heavy = sorted(
+    m for m in ("torch", "prefect", "transformers", "pandas", "sqlalchemy") if m in sys.modules
+)
 print(json.dumps({"elapsed": elapsed, "heavy": heavy, "env_changed": before != after}))
 """
 

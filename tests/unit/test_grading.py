@@ -45,7 +45,10 @@ def paper_sentence(answer: str) -> str:
         ),
         ("Final answer: 7", "7"),
         (
-            "The final answer is $1$. I hope it is correct.\n\nThe final answer is $2$. I hope it is correct.",
+            (
+                "The final answer is $1$. I hope it is correct.\n\n"
+                "The final answer is $2$. I hope it is correct."
+            ),
             "2",
         ),
         ("First \\boxed{1}, then \\boxed{\\frac{a}{b^{2}}}", "\\frac{a}{b^{2}}"),
@@ -105,7 +108,8 @@ def grader():
 
 
 def _real_golds(shipped_data) -> list[str]:
-    """A spread of real gold answers: GSM8K ints, MATH-500 LaTeX, OlympiadBench multi-answers, AIME."""
+    """A spread of real gold answers: GSM8K ints, MATH-500 LaTeX, OlympiadBench multi-answers,
+    AIME."""
 
     def rows(name):
         with (shipped_data / name).open() as fh:

@@ -11,7 +11,8 @@ import time
 
 
 def slow_verify(prediction: str, gold: str) -> bool:
-    """Hangs on "hang", raises on "boom", kills its process on "crash"; else case-insensitive match."""
+    """Hangs on "hang", raises on "boom", kills its process on "crash"; else case-insensitive
+    match."""
     if prediction == "hang":
         time.sleep(60)
     if prediction == "boom":

@@ -76,7 +76,10 @@ def test_adversarial_extraction_answers():
     ("text", "expected"),
     [
         (
-            "Final Answer: The final answer is The total number of sides is 8. I hope it is correct.",
+            (
+                "Final Answer: The final answer is The total number of sides is 8. I hope it is "
+                "correct."
+            ),
             "8",
         ),
         ("The final answer is: The total number of sides is 8.", "8"),

@@ -226,7 +226,8 @@ def test_builtin_data_matches_the_originals(shared_data):
 
 
 def test_math_train_boxed_extractor_reproduces_answers(shipped_data):
-    """The brace-matched last-\\boxed extractor gives every MATH-train gold answer from its solution."""
+    """The brace-matched last-\\boxed extractor gives every MATH-train gold answer from its
+    solution."""
     res = ingest_file(
         shipped_data / "math_train.jsonl", DataConfig(answer_field="solution", answer_style="boxed")
     )

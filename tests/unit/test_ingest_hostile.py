@@ -186,18 +186,17 @@ def test_adversarial_answer_fields_are_rejected_fast(tmp_path):
     assert reasons[1] == "unbalanced or empty \\boxed{} in field 'solution'"
     assert reasons[2] == "unbalanced or empty \\boxed{} in field 'answer'"
     assert reasons[3] == "empty answer after '####' in field 'answer'"
-    assert (
-        reasons[4]
-        == f"field 'solution' too long to parse ({MAX_FIELD_CHARS + 9} characters > {MAX_FIELD_CHARS})"
+    assert reasons[4] == (
+        f"field 'solution' too long to parse ({MAX_FIELD_CHARS + 9} characters > {MAX_FIELD_CHARS})"
     )
-    assert (
-        reasons[5]
-        == f"answer from field 'answer' too long ({MAX_ANSWER_CHARS + 1} characters > {MAX_ANSWER_CHARS})"
+    assert reasons[5] == (
+        f"answer from field 'answer' too long ({MAX_ANSWER_CHARS + 1} characters > "
+        f"{MAX_ANSWER_CHARS})"
     )
     assert res.questions["answer"].tolist() == ["7", "12"]
 
 
-# -- output dirs ------------------------------------------------------------------------------------
+# -- output dirs -------------------------------------------------------------------------------
 def test_cli_same_name_files_do_not_share_outputs(tmp_path, sphere_home, capsys):
     a, b = tmp_path / "a" / "q.jsonl", tmp_path / "b" / "q.jsonl"
     for path, rows in ((a, ROWS[:1]), (b, ROWS)):

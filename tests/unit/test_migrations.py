@@ -82,7 +82,8 @@ def _insert_0001_rows(conn: sa.Connection) -> None:
     )
     conn.execute(
         sa.text(
-            "INSERT INTO evaluations (run_id, model_label, benchmark, metric, value, n, created_at) "
+            "INSERT INTO evaluations (run_id, model_label, benchmark, metric, value, n, "
+            "created_at) "
             "VALUES ('old', 'base', 'gsm8k', 'pass@1', 0.5, 4, :t)"
         ),
         {"t": now},
@@ -105,7 +106,8 @@ def test_0002_upgrades_existing_rows_to_round_one_and_downgrades(database_url):
             now = datetime(2026, 1, 3, tzinfo=UTC)
             conn.execute(
                 sa.text(
-                    "INSERT INTO routing_events (run_id, round, question_id, stage, decision, created_at) "
+                    "INSERT INTO routing_events (run_id, round, question_id, stage, decision, "
+                    "created_at) "
                     "VALUES ('old', 2, 'q1', 'stage1', 'to_correction', :t)"
                 ),
                 {"t": now},
@@ -119,14 +121,16 @@ def test_0002_upgrades_existing_rows_to_round_one_and_downgrades(database_url):
             )
             conn.execute(
                 sa.text(
-                    "INSERT INTO evaluations (run_id, round, model_label, benchmark, metric, value, n, created_at) "
+                    "INSERT INTO evaluations (run_id, round, model_label, benchmark, metric, "
+                    "value, n, created_at) "
                     "VALUES ('old', 2, 'base', 'gsm8k', 'pass@1', 0.75, 4, :t)"
                 ),
                 {"t": now},
             )
             conn.execute(
                 sa.text(
-                    "INSERT INTO pairs (run_id, round, ordinal, question_id, stage, split, created_at) "
+                    "INSERT INTO pairs (run_id, round, ordinal, question_id, stage, split, "
+                    "created_at) "
                     "VALUES ('old', 2, 0, 'q1', 'stage1', 'train', :t)"
                 ),
                 {"t": now},

@@ -1,4 +1,5 @@
-"""PRM backends: shared validation, random, outcome, mc-rollout (fake policy), judge (tiny + real model)."""
+"""PRM backends: shared validation, random, outcome, mc-rollout (fake policy), judge (tiny + real
+model)."""
 
 from __future__ import annotations
 

@@ -48,7 +48,8 @@ def _prm(path, home, **prm):
 def _manual(backbone, head, tokenizer, question, steps):
     """The model card's recipe, unbatched: tagged chat text -> softmax(head)[..., 1] at the tags."""
     text = (
-        "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
+        "<|im_start|>system\nPlease reason step by step, "
+        "and put your final answer within \\boxed{}.<|im_end|>\n"
         f"<|im_start|>user\n{question}<|im_end|>\n"
         "<|im_start|>assistant\n" + "<extra_0>".join(steps) + "<extra_0><|im_end|>\n"
     )

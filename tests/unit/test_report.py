@@ -72,8 +72,8 @@ def test_table5_pairs_per_route_and_dropped(full_run):
         f"to_diversity 2 (18%) | 4 |"
     ) in text
     assert (
-        f"| {titles[correction]} | 4 | pair 2 (50%), pair_inverted 1 (25%), unresolved 1 (25%) | 3 |"
-        in text
+        f"| {titles[correction]} | 4 | pair 2 (50%), pair_inverted 1 (25%), unresolved 1 (25%) | "
+        "3 |" in text
     )
     assert f"| {titles[diversity]} | 2 | pair 1 (50%), no_error 1 (50%) | 1 |" in text
     assert f"preference pairs: **8** ({len(fab.train)} train, {len(fab.eval)} eval)" in text
@@ -121,8 +121,8 @@ def test_dpo_loss_and_margins(full_run):
 def test_evaluation_has_n_and_flips(full_run):
     _, text = full_run
     assert (
-        "| benchmark | model | n | Pass@1 (%) | after self-correction (%) | right→wrong | wrong→right |"
-        in text
+        "| benchmark | model | n | Pass@1 (%) | after self-correction (%) | right→wrong | "
+        "wrong→right |" in text
     )
     assert "| gsm8k | base | 4 | 25 | 50 | 0 | 1 |" in text
     assert "| gsm8k | trained | 4 | 50 | 75 | 0 | 1 |" in text
@@ -233,8 +233,8 @@ def test_failed_run_without_train_log(sphere_home, home_store):
     text = build_report("r4", sphere_home, home_store).read_text()
     assert "The run was **failed**: TrainingError: out of memory" in text
     assert (
-        f"DPO has not run for this round: `r4/model/train_log.json` is missing although {len(fab.pairs)} pairs"
-        in text
+        f"DPO has not run for this round: `r4/model/train_log.json` is missing although "
+        f"{len(fab.pairs)} pairs" in text
     )
     assert "No evaluation recorded for this round" in text
     assert "## Routing and preference pairs" in text and "| 11 |" in text

@@ -71,7 +71,8 @@ def test_rounds_section_lists_both_rounds(two_rounds):
                 int((group["split"] == "eval").sum()),
             )
             assert (
-                f"| {fab.round} | {titles[stage]} | {route} | trajectory | {train} | {evaluation} | "
+                f"| {fab.round} | {titles[stage]} | {route} | trajectory | {train} | {evaluation} "
+                "| "
                 f"{len(group)} |"
             ) in rounds_part
     # DPO final loss per round: 0.69 - 0.04 * 8 / r
