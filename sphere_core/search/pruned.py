@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from sphere_core.backends.base import ORM, PRM, Generator
 from sphere_core.backends.prm import with_score_last
@@ -340,28 +341,45 @@ def _force_answers(
     todo = [(st, node) for st, node in made if not has_final_answer(node.text)]
     if not todo:
         return
-    prefix = [
+    prompts = [
         _tail_prompt(st, node.parent, params.delimiter) + node.text + params.delimiter + ANSWER_CUE
         for st, node in todo
     ]
+    cue_answers([node for _, node in todo], prompts, generator, params, params.answer_seed, stats)
+
+
+def cue_answers(
+    nodes: list[Node],
+    prompts: list[str],
+    generator: Generator,
+    params: Any,
+    seed: int,
+    stats: SearchStats,
+) -> None:
+    """One batched call: each prompt is a node's context ending in ``ANSWER_CUE``; the model's
+    one-line continuation completes the node's answer sentence and makes the node terminal.
+
+    ``params`` gives the sampling settings (``temperature``, ``top_p``, ``top_k``,
+    ``answer_cue_tokens``, ``delimiter``): the pruned search's and the sampling strategy's.
+    """
     t0 = time.perf_counter()
     outs = generator.generate_steps(
-        prefix,
+        prompts,
         1,
         params.temperature,
         ["\n"],
         params.answer_cue_tokens,
         top_p=params.top_p,
         top_k=params.top_k,
-        seed=params.answer_seed,
+        seed=seed,
     )
     stats.generate_s += time.perf_counter() - t0
     stats.generate_calls += 1
-    if len(outs) != len(prefix) or any(len(o) != 1 for o in outs):
+    if len(outs) != len(prompts) or any(len(o) != 1 for o in outs):
         raise GenerationError(
-            f"generator returned {[len(o) for o in outs]} answers for {len(prefix)} prompts"
+            f"generator returned {[len(o) for o in outs]} answers for {len(prompts)} prompts"
         )
-    for (_, node), out in zip(todo, outs):
+    for node, out in zip(nodes, outs):
         node.text = f"{node.text}{params.delimiter}{ANSWER_CUE}{out[0].text.strip()}"
         node.num_tokens += out[0].num_tokens
         node.terminal = True

@@ -40,7 +40,14 @@ from sphere_core.config import SphereConfig
 from sphere_core.errors import GenerationError, GradingError
 from sphere_core.progress import emit
 from sphere_core.search.params import SearchParams
-from sphere_core.search.pruned import ANSWER_CUE, SearchStats, SearchTask, _make_node, _State
+from sphere_core.search.pruned import (
+    ANSWER_CUE,
+    SearchStats,
+    SearchTask,
+    _make_node,
+    _State,
+    cue_answers,
+)
 from sphere_core.search.tree import Node, PathResult, SearchResult, has_final_answer
 
 MAX_ROUNDS = 64
@@ -237,29 +244,8 @@ def _cue_answers(
     if not todo:
         return
     prompts = [st.root_prompt + node.text + params.delimiter + ANSWER_CUE for st, node in todo]
-    t0 = time.perf_counter()
-    outs = generator.generate_steps(
-        prompts,
-        1,
-        params.temperature,
-        ["\n"],
-        params.answer_cue_tokens,
-        top_p=params.top_p,
-        top_k=params.top_k,
-        seed=params.answer_seed(round_),
-    )
-    stats.generate_s += time.perf_counter() - t0
-    stats.generate_calls += 1
-    if len(outs) != len(prompts) or any(len(o) != 1 for o in outs):
-        raise GenerationError(
-            f"generator returned {[len(o) for o in outs]} answers for {len(prompts)} prompts"
-        )
-    for (_, node), out in zip(todo, outs):
-        node.text = f"{node.text}{params.delimiter}{ANSWER_CUE}{out[0].text.strip()}"
-        node.num_tokens += out[0].num_tokens
-        node.terminal = True
-        stats.generated_tokens += out[0].num_tokens
-        stats.forced_answers += 1
+    nodes = [node for _, node in todo]
+    cue_answers(nodes, prompts, generator, params, params.answer_seed(round_), stats)
 
 
 def choose(nodes: list[Node], grades: Sequence[Any]) -> tuple[Node, Node]:
