@@ -23,29 +23,12 @@ from sphere_core.search.sampling_search import (
 from sphere_core.search.tree import Node
 from sphere_core.stages import get_stage
 from sphere_core.stages.runner import run_stage
-from tests.fakes import FakeGenerator, fake_config, fake_questions
+from tests.fakes import EXPECTED, SCENARIOS, FakeGenerator, fake_config, fake_questions
 
 SAMPLING = "search.strategy=sampling"
-CHAIN = (
-    "contrastive",
-    "inverted",
-    "corrected",
-    "unresolved",
-    "diverse",
-    "no_error",
-    "noanswer",
-    "error",
-)
-WANT = {  # scenario -> {stage: decision} under sampling (right and wrong exist -> pair)
-    "contrastive": {"stage1": "pair"},
-    "inverted": {"stage1": "pair"},
-    "corrected": {"stage1": "to_correction", "stage2": "pair"},
-    "unresolved": {"stage1": "to_correction", "stage2": "unresolved"},
-    "diverse": {"stage1": "to_diversity", "stage3": "pair"},
-    "no_error": {"stage1": "to_diversity", "stage3": "no_error"},
-    "noanswer": {"stage1": "to_correction", "stage2": "unresolved"},
-    "error": {"stage1": "error"},
-}
+CHAIN = SCENARIOS
+# scenario -> {stage: decision} under sampling: a right and a wrong sample make a plain pair
+WANT = {**EXPECTED, "inverted": {"stage1": "pair"}}
 
 
 @pytest.fixture(scope="module")
