@@ -24,8 +24,8 @@ from sphere_core.errors import EvaluationError
 from sphere_core.evaluation.model_specs import model_spec
 from sphere_core.paths import validate_name
 from sphere_core.results import EvaluationResult
-from sphere_core.storage.run_outputs import RunView
 from sphere_core.storage.run_records import ensure_run
+from sphere_core.storage.run_view import RunView
 from tasks.task_options import task_options
 from tasks.train_tasks import evaluate_task
 

@@ -23,7 +23,8 @@ from sphere_core import progress
 from sphere_core.config import SphereConfig
 from sphere_core.error_budget import check_error_budget, first_error
 from sphere_core.results import GenerateResult
-from sphere_core.storage.run_outputs import RunView, plan_run
+from sphere_core.storage.run_outputs import plan_run
+from sphere_core.storage.run_view import RunView
 from tasks.generate_tasks import finalize_task, ingest_task, pairs_task, stage_task
 from tasks.task_options import task_options
 

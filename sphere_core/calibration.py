@@ -276,7 +276,7 @@ def run_calibration(
     terms: str | None = None,
 ) -> Calibration:
     """``calibrate`` on the stored tables of a run's round (``RunNotFoundError`` if missing)."""
-    from sphere_core.storage.run_outputs import RunView
+    from sphere_core.storage.run_view import RunView
 
     view = RunView(home, run_id, round)
     questions = view.questions()

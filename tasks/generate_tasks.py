@@ -91,7 +91,8 @@ def pairs_task(
 def finalize_task(cfg: SphereConfig, home: str, run_id: str, plan: RunPlan, summary: dict) -> str:
     """Publish the run view and record questions, routing events and pairs in the store."""
     from sphere_core.storage.run_records import record_generate
+    from sphere_core.storage.run_view import publish_view
 
-    view_dir = RunOutputs(Path(home)).publish(run_id, plan, {"summary": summary})
+    view_dir = publish_view(RunOutputs(Path(home)), run_id, plan, {"summary": summary})
     record_generate(cfg, Path(home), run_id, plan)
     return str(view_dir)

@@ -23,8 +23,8 @@ def train_task(cfg: SphereConfig, home: str, run_id: str, round: int = 1) -> Tra
 
     from sphere_core import evolution
     from sphere_core.storage import keys
-    from sphere_core.storage.run_outputs import RunView
     from sphere_core.storage.run_records import record_training
+    from sphere_core.storage.run_view import RunView
     from sphere_core.training.claim import training_claim
     from sphere_core.training.dpo import train_dpo
 

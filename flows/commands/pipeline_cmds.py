@@ -49,7 +49,7 @@ def _run_flow(flow_fn: Callable[..., Any], cfg: Any, run_id: str) -> Any:
 
 def print_generate(result: Any, home: Any) -> None:
     """The routing summary (the paper's Table-5 view) of one generate round."""
-    from sphere_core.storage.run_outputs import RunView
+    from sphere_core.storage.run_view import RunView
     from sphere_core.summary import summary_table
 
     view = RunView(home, result.run_id, result.round)

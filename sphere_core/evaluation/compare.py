@@ -17,7 +17,7 @@ import pandas as pd
 from sphere_core.errors import ArtifactError, EvaluationError, RunNotFoundError
 from sphere_core.evaluation.paired_stats import PairedComparison, compare_items
 from sphere_core.paths import run_dir
-from sphere_core.storage.run_outputs import round_dir
+from sphere_core.storage.run_view import round_dir
 
 BASE, TRAINED = "base", "trained"
 

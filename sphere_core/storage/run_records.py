@@ -40,7 +40,7 @@ def record_generate(cfg: SphereConfig, home: Path, run_id: str, plan: Any) -> No
     """Questions, routing events (stale stages pruned) and pairs of one round of a run."""
     import pandas as pd
 
-    from sphere_core.storage.run_outputs import RunView
+    from sphere_core.storage.run_view import RunView
 
     view = RunView(home, run_id, plan.round)
     pairs = pd.concat(

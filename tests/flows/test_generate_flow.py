@@ -16,7 +16,7 @@ from sphere_core.backends.cache import clear_caches
 from sphere_core.data.ingest import question_id
 from sphere_core.errors import InputDataError
 from sphere_core.storage.repo import open_repository
-from sphere_core.storage.run_outputs import RunView
+from sphere_core.storage.run_view import RunView
 from tests.fakes import EXPECTED, FakeGenerator, fake_question
 from tests.flows.orch_fakes import SCENARIO_MIX, fake_overrides, flaky_loads
 

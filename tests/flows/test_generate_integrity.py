@@ -10,7 +10,7 @@ import pytest
 from flows.generate import generate_flow
 from sphere_core.backends.cache import clear_caches
 from sphere_core.storage.repo import open_repository
-from sphere_core.storage.run_outputs import RunView
+from sphere_core.storage.run_view import RunView
 from tests.flows.orch_fakes import fake_overrides
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from flows.generate import generate_flow
 from sphere_core.backends.cache import clear_caches
 from sphere_core.storage.repo import open_repository
-from sphere_core.storage.run_outputs import RunView
+from sphere_core.storage.run_view import RunView
 from sphere_core.summary import summary_table
 from tests.fakes import SCENARIOS, write_fake_questions
 from tests.flows.orch_fakes import fake_overrides

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from flows.generate import generate_flow
-from sphere_core.storage.run_outputs import RunView
+from sphere_core.storage.run_view import RunView
 from tests.flows.conftest import REPO_ROOT
 from tests.flows.orch_fakes import fake_overrides
 

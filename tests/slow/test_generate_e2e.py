@@ -13,7 +13,7 @@ import pytest
 from sphere_core.backends.cache import clear_caches
 from sphere_core.grading import get_grader, has_final_answer
 from sphere_core.storage.repo import open_repository
-from sphere_core.storage.run_outputs import RunView
+from sphere_core.storage.run_view import RunView
 
 pytestmark = pytest.mark.slow
 

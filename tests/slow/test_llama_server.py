@@ -18,7 +18,7 @@ from sphere_core.backends.cache import _GENERATORS, clear_caches
 from sphere_core.backends.embedded import EMBEDDED_SMALL, verified_gguf
 from sphere_core.backends.openai_compat import OpenAICompatGenerator
 from sphere_core.storage.repo import open_repository
-from sphere_core.storage.run_outputs import RunView
+from sphere_core.storage.run_view import RunView
 from tests.support import llama_server
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ routing row and its reason, from graded paths chosen to give the decision asked 
 from the real ``sphere_core.pairs.build_pairs`` (so invariant violations are really dropped),
 a TRL-shaped ``model/train_log.json`` and evaluation rows. Artifacts are written through
 ``ArtifactStore`` (``write_shard`` + ``write_manifest``), the run view through
-``RunOutputs.publish``, and store rows through the repository (round-aware API). Does not own
+``run_view.publish_view``, and store rows through the repository (round-aware API). Does not own
 what the report says about them (the tests do).
 
 Stage names come from the stage registry: the first stage takes every question, every other
@@ -42,12 +42,11 @@ from sphere_core.storage.run_outputs import (
     REJECTS,
     RunOutputs,
     RunPlan,
-    RunView,
     empty_frame,
-    round_dir,
     routing_output,
     tree_output,
 )
+from sphere_core.storage.run_view import RunView, publish_view, round_dir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DELIMITER = "\n\n"
@@ -424,7 +423,7 @@ def fabricate_round(
         dropped_pairs=dropped,
         artifact_keys={"questions": qkey, **keys, "pairs": pairs_key},
     ).to_dict()
-    RunOutputs(home).publish(run_id, plan, {"summary": summary})
+    publish_view(RunOutputs(home), run_id, plan, {"summary": summary})
     view = RunView(home, run_id, r)
 
     log = None

@@ -13,7 +13,8 @@ from sphere_core.evaluation.report import markdown as md
 from sphere_core.paths import run_dir
 from sphere_core.stages import stage_titles
 from sphere_core.storage.artifacts import ArtifactStore
-from sphere_core.storage.run_outputs import RunView, routing_output
+from sphere_core.storage.run_outputs import routing_output
+from sphere_core.storage.run_view import RunView
 from tests.support.run_factory import (
     PNG_MAGIC,
     RoundSpec,

@@ -20,7 +20,7 @@ Figures, level: int) -> list[str]`` in a module under ``sections/`` (or a run-le
 ``(run: RunParts, figs: Figures)``) and add it to the tuple in ``sections/__init__.py`` where
 it should appear.
 
-Round r's outputs are read through ``RunView(home, run_id, r)`` and the store rows with
+Round r's outputs are read through ``run_view.RunView(home, run_id, r)`` and the store rows with
 ``round == r``. A part that is missing or unreadable (no run view, no pairs, no training, no
 evaluation yet, a damaged artifact) is stated where it would be; the report is still written.
 Reads run files and the store; writes only ``report.md`` and ``report/*.png`` in the run dir.

@@ -25,7 +25,7 @@ import pandas as pd
 from sphere_core.errors import SphereError
 from sphere_core.paths import run_dir
 from sphere_core.schemas import PAIR_COLUMNS, ROUTING_COLUMNS
-from sphere_core.storage.run_outputs import VIEW_FILE, RunView
+from sphere_core.storage.run_view import VIEW_FILE, RunView
 
 log = logging.getLogger(__name__)
 
