@@ -39,15 +39,9 @@ from sphere_core.backends.base import Generator
 from sphere_core.config import SphereConfig
 from sphere_core.errors import GenerationError, GradingError
 from sphere_core.progress import emit
+from sphere_core.search.completion import ANSWER_CUE, cue_answers
 from sphere_core.search.params import SearchParams
-from sphere_core.search.pruned import (
-    ANSWER_CUE,
-    SearchStats,
-    SearchTask,
-    _make_node,
-    _State,
-    cue_answers,
-)
+from sphere_core.search.state import SearchStats, SearchTask, State, make_node
 from sphere_core.search.tree import Node, PathResult, SearchResult, has_final_answer
 
 MAX_ROUNDS = 64
@@ -147,7 +141,7 @@ def sampling_search(
     """Sample, grade and choose for all ``tasks`` in lock-step; one SearchResult per task."""
     stats = stats if stats is not None else SearchStats()
     states = [
-        _State(task=t, root_prompt=generator.apply_chat_template(t.messages), sides={})
+        State(task=t, root_prompt=generator.apply_chat_template(t.messages), sides={})
         for t in tasks
     ]
     tokens = {id(st): 0 for st in states}
@@ -193,15 +187,15 @@ def sampling_search(
 
 
 def _draw(
-    requests: list[tuple[_State, int]],
+    requests: list[tuple[State, int]],
     generator: Generator,
     params: SamplingParams,
     round_: int,
     stage: str,
     stats: SearchStats,
-) -> list[tuple[_State, Node]]:
+) -> list[tuple[State, Node]]:
     """One generate call per distinct sample count in this round; the new nodes, in order."""
-    made: list[tuple[_State, Node]] = []
+    made: list[tuple[State, Node]] = []
     for n in sorted({k for _, k in requests}):
         group = [st for st, k in requests if k == n]
         t0 = time.perf_counter()
@@ -224,7 +218,7 @@ def _draw(
             )
         for st, steps in zip(group, outs):
             for step in steps:
-                node = _make_node(st, stage, step, None, None, 0, len(st.nodes))
+                node = make_node(st, stage, step, None, None, 0, len(st.nodes))
                 st.nodes.append(node)
                 made.append((st, node))
                 stats.generated_tokens += node.num_tokens
@@ -233,7 +227,7 @@ def _draw(
 
 
 def _cue_answers(
-    made: list[tuple[_State, Node]],
+    made: list[tuple[State, Node]],
     generator: Generator,
     params: SamplingParams,
     round_: int,
