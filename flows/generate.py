@@ -23,7 +23,7 @@ from sphere_core import progress
 from sphere_core.config import SphereConfig
 from sphere_core.error_budget import check_error_budget, first_error
 from sphere_core.results import GenerateResult
-from sphere_core.storage.run_outputs import plan_run
+from sphere_core.storage.run_outputs import RunPlan, plan_run
 from sphere_core.storage.run_view import RunView
 from tasks.generate_tasks import finalize_task, ingest_task, pairs_task, stage_task
 from tasks.task_options import task_options
@@ -76,28 +76,7 @@ def generate_round(cfg: SphereConfig, run_id: str, home: Path, round: int = 1) -
     )
     plan = plan_run(cfg, qkey, n_shards, round)
 
-    stage = stage_task.with_options(**opts)
-    futures: dict[tuple[str, int], Any] = {}
-    with make_task_runner(cfg) as runner:
-        for shard in range(n_shards):
-            for s in stages_for(cfg.routing.stages):
-                upstream = [futures[(s.consumes.stage, shard)]] if s.consumes else []
-                params = {
-                    "stage": s.name,
-                    "cfg": cfg,
-                    "home": str(home),
-                    "run_id": run_id,
-                    "plan": plan,
-                    "shard": shard,
-                }
-                futures[(s.name, shard)] = runner.submit(stage, params, wait_for=upstream)
-        wait(list(futures.values()))
-        infos = [f.result() for f in futures.values()]  # every shard finished; now surface failures
-
-    search: dict[str, float] = {}
-    for info in infos:
-        for k, v in info.search.items():
-            search[k] = search.get(k, 0) + v
+    infos = _run_stage_shards(cfg, home, run_id, plan, opts)
     counts = _routing_counts(infos)
     note = check_error_budget(
         counts, cfg.orchestration.max_error_fraction, lambda s: first_error(home, plan, s), run_id
@@ -106,17 +85,7 @@ def generate_round(cfg: SphereConfig, run_id: str, home: Path, round: int = 1) -
         log.warning("run %s round %d: %s", run_id, round, note)
     refresh = any(info.retried for info in infos)
     pairs = pairs_task.with_options(**opts)(cfg, str(home), run_id, plan, refresh)
-    for s in plan.stages:
-        done = {c["decision"]: c["questions"] for c in counts if c["stage"] == s}
-        progress.emit(
-            "stage", f"{s} done: {sum(done.values())} questions {done}", stage=s, counts=done
-        )
-    progress.emit(
-        "stage",
-        f"pairs: {pairs['train']} train, {pairs['eval']} eval, {len(pairs['dropped'])} dropped",
-        stage="pairs",
-        done=pairs["train"] + pairs["eval"],
-    )
+    _emit_done(plan, counts, pairs)
     result = GenerateResult(
         run_id=run_id,
         round=round,
@@ -129,7 +98,7 @@ def generate_round(cfg: SphereConfig, run_id: str, home: Path, round: int = 1) -
         dropped_pairs=pairs["dropped"],
         warnings=warnings,
         artifact_keys={"questions": qkey, **plan.stages, "pairs": plan.pairs_key},
-        search=search,
+        search=_search_totals(infos),
         elapsed_s=round_s(time.perf_counter() - started),
         error_note=note,
     )
@@ -138,6 +107,56 @@ def generate_round(cfg: SphereConfig, run_id: str, home: Path, round: int = 1) -
     )
     publish_artifacts(result, RunView(home, run_id, round))
     return result
+
+
+def _run_stage_shards(
+    cfg: SphereConfig, home: Path, run_id: str, plan: RunPlan, opts: dict[str, Any]
+) -> list[Any]:
+    """Submit every (shard, stage) task, each after its upstream stage's shard; wait for all
+    and return their ``ShardInfo`` (a failed task raises here, after every shard finished)."""
+    from sphere_core.stages import stages_for
+
+    stage = stage_task.with_options(**opts)
+    futures: dict[tuple[str, int], Any] = {}
+    with make_task_runner(cfg) as runner:
+        for shard in range(plan.n_shards):
+            for s in stages_for(cfg.routing.stages):
+                upstream = [futures[(s.consumes.stage, shard)]] if s.consumes else []
+                params = {
+                    "stage": s.name,
+                    "cfg": cfg,
+                    "home": str(home),
+                    "run_id": run_id,
+                    "plan": plan,
+                    "shard": shard,
+                }
+                futures[(s.name, shard)] = runner.submit(stage, params, wait_for=upstream)
+        wait(list(futures.values()))
+        return [f.result() for f in futures.values()]  # every shard finished; surface failures
+
+
+def _search_totals(infos: list[Any]) -> dict[str, float]:
+    """The search statistics of every computed shard, summed per statistic."""
+    search: dict[str, float] = {}
+    for info in infos:
+        for k, v in info.search.items():
+            search[k] = search.get(k, 0) + v
+    return search
+
+
+def _emit_done(plan: RunPlan, counts: list[dict[str, Any]], pairs: dict) -> None:
+    """Progress events: each stage's decisions, then the pairs built."""
+    for s in plan.stages:
+        done = {c["decision"]: c["questions"] for c in counts if c["stage"] == s}
+        progress.emit(
+            "stage", f"{s} done: {sum(done.values())} questions {done}", stage=s, counts=done
+        )
+    progress.emit(
+        "stage",
+        f"pairs: {pairs['train']} train, {pairs['eval']} eval, {len(pairs['dropped'])} dropped",
+        stage="pairs",
+        done=pairs["train"] + pairs["eval"],
+    )
 
 
 def round_s(seconds: float) -> float:

@@ -9,11 +9,15 @@ then the CLI preset, ``--config`` and ``--set`` apply on top (one resolver,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from flows.commands.cli_support import ConfigOpt, PresetOpt, SetOpt, out
+
+if TYPE_CHECKING:
+    from sphere_core.config import SphereConfig
+    from sphere_core.results import EvaluationResult
 
 RunOpt = Annotated[str | None, typer.Option("--run", help="Run id (see `sphere runs`).")]
 RoundOpt = Annotated[int, typer.Option("--round", min=1, help="Round of a multi-round run.")]
@@ -102,12 +106,7 @@ def evaluate(
     or settings evaluate afresh; so does a model served at a URL). Change evaluation.seed for a
     fresh sample.
     """
-    from flows.commands.eval_cmds import (
-        check_format,
-        echo_json,
-        evaluation_statistics,
-        print_comparisons,
-    )
+    from flows.commands.eval_cmds import check_format
     from flows.evaluate import evaluate_flow
     from flows.progress_render import ProgressDisplay
     from sphere_core.errors import EvaluationError
@@ -115,11 +114,9 @@ def evaluate(
     check_format(fmt)
     if not run and not model:
         raise EvaluationError("give --run ID (base vs trained) or --model PATH")
-    names = [b.strip() for b in benchmarks.split(",") if b.strip()] if benchmarks else []
-    overrides = list(set_ or []) + (
-        [f"evaluation.benchmarks=[{', '.join(names)}]"] if names else []
-    )
-    cfg = run_config(run, preset, config, overrides)  # benchmark names are validated here
+    cfg = run_config(
+        run, preset, config, _benchmark_overrides(benchmarks, set_)
+    )  # benchmark names are validated here
     with ProgressDisplay():
         result = evaluate_flow(
             run_id=run,
@@ -129,6 +126,20 @@ def evaluate(
             benchmark_file=str(benchmark_file) if benchmark_file else None,
             round=round,
         )
+    show_evaluation(result, cfg, fmt)
+
+
+def _benchmark_overrides(benchmarks: str | None, set_: list[str] | None) -> list[str]:
+    """The --set overrides plus ``evaluation.benchmarks`` from a comma-separated --benchmarks."""
+    names = [b.strip() for b in benchmarks.split(",") if b.strip()] if benchmarks else []
+    return list(set_ or []) + ([f"evaluation.benchmarks=[{', '.join(names)}]"] if names else [])
+
+
+def show_evaluation(result: EvaluationResult, cfg: SphereConfig, fmt: str) -> None:
+    """Print an ``EvaluationResult``: the metrics table and the base-vs-trained statistics, or
+    one JSON document (``--format json``)."""
+    from flows.commands.eval_cmds import echo_json, evaluation_statistics, print_comparisons
+
     stats = evaluation_statistics(result, cfg)
     if fmt == "json":
         echo_json(

@@ -177,20 +177,7 @@ def train_dpo(
         trainer, setup_s = _build_trainer(
             cfg, model, tokenizer, args, train_ds, eval_ds, train_path
         )
-        lengths = _check_lengths(cfg, trainer, train_path)
-        emit(
-            "info",
-            f"dpo: {len(train_ds)} train / {len(eval_ds) if eval_ds is not None else 0} eval "
-            f"pairs on {device} ({threads} threads, bf16 {bool(args.bf16)}), longest pair "
-            f"{max(lengths)} tokens; reference log-probs ready in {setup_s:.1f}s",
-            stage="dpo",
-            elapsed_s=round(setup_s, 2),
-        )
-        disk.require_free(
-            Path(args.output_dir),
-            checkpoints.space_needed(trainer.model, cfg.training),
-            "DPO checkpoints",
-        )
+        lengths = _preflight(cfg, trainer, train_path, train_ds, eval_ds, device, threads, setup_s)
         progress = _attach_callbacks(trainer, cfg, key)
         metrics: dict[str, Any] = dict(_train(trainer, resume, train_path).metrics)
         metrics.update(
@@ -214,6 +201,50 @@ def train_dpo(
     history, best = list(trainer.state.log_history), _best_checkpoint(trainer)
     del trainer, model  # free the training copy before the merge loads the policy again
     gc.collect()
+    return _finish(cfg, home, output_dir, adapter_dir, metrics, history, best)
+
+
+def _preflight(
+    cfg: SphereConfig,
+    trainer,
+    train_path: Path,
+    train_ds,
+    eval_ds,
+    device: str,
+    threads: int,
+    setup_s: float,
+) -> list[int]:
+    """Check the pairs' token lengths, announce the run and require disk room for its
+    checkpoints (under ``trainer.args``); returns each train pair's length in tokens."""
+    args = trainer.args
+    lengths = _check_lengths(cfg, trainer, train_path)
+    emit(
+        "info",
+        f"dpo: {len(train_ds)} train / {len(eval_ds) if eval_ds is not None else 0} eval "
+        f"pairs on {device} ({threads} threads, bf16 {bool(args.bf16)}), longest pair "
+        f"{max(lengths)} tokens; reference log-probs ready in {setup_s:.1f}s",
+        stage="dpo",
+        elapsed_s=round(setup_s, 2),
+    )
+    disk.require_free(
+        Path(args.output_dir),
+        checkpoints.space_needed(trainer.model, cfg.training),
+        "DPO checkpoints",
+    )
+    return lengths
+
+
+def _finish(
+    cfg: SphereConfig,
+    home: Path,
+    output_dir: Path,
+    adapter_dir: Path,
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    best: str | None,
+) -> TrainResult:
+    """Merge the adapter when configured, then write ``train_log.json`` (the trainer's log
+    history, the final metrics, the best checkpoint)."""
     merged_dir = (
         save_merged(cfg, home, adapter_dir, output_dir / "merged")
         if cfg.training.save_merged
@@ -229,7 +260,7 @@ def train_dpo(
     (output_dir / TRAIN_LOG).write_text(
         json.dumps(
             {
-                "log_history": history,
+                "log_history": result.log_history,
                 "metrics": result.metrics,
                 "best_checkpoint": result.best_checkpoint,
             },
