@@ -65,9 +65,14 @@ PATH_COLUMNS = [
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
-    """P(score of a random positive > a random negative), ties counted 1/2; None without both."""
-    pos = [float(s) for s, y in zip(scores, labels) if y]
-    neg = [float(s) for s, y in zip(scores, labels) if not y]
+    """P(score of a random positive > a random negative), ties counted 1/2; None without both.
+
+    Scores that are not finite (NaN: a path without a reward, e.g. from the sampling strategy)
+    are left out.
+    """
+    finite = [(float(s), bool(y)) for s, y in zip(scores, labels) if math.isfinite(float(s))]
+    pos = [s for s, y in finite if y]
+    neg = [s for s, y in finite if not y]
     if not pos or not neg:
         return None
     ranked = sorted(pos + neg)
@@ -208,7 +213,8 @@ def grade_paths(
 
 
 def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
 
 
 def _routed_auroc(routing: pd.DataFrame) -> float | None:

@@ -107,6 +107,13 @@ def test_auroc_counts_ties_as_half_and_needs_both_classes():
     assert auroc([], []) is None
 
 
+def test_auroc_leaves_out_paths_without_a_reward():
+    nan = float("nan")  # the sampling strategy scores nothing
+    assert auroc([nan, 0.2, 0.8], [True, False, True]) == 1.0
+    assert auroc([nan, nan, nan], [True, False, True]) is None
+    assert auroc([nan, 0.5, 0.5, nan], [True, True, False, False]) == 0.5
+
+
 def test_finished_paths_are_terminal_lineages_with_mean_step_reward(tables):
     tree, _, _ = tables
     paths = finished_paths(tree).set_index("node_id")
