@@ -15,7 +15,8 @@ from sphere_core.grading import get_grader, has_final_answer
 from sphere_core.storage.repo import open_repository
 from sphere_core.storage.run_view import RunView
 
-pytestmark = pytest.mark.slow
+# the whole demo pipeline (search, DPO with checkpoints, evaluation) on a 2-core CPU
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 SMALLER = [
     "data.limit=2",
