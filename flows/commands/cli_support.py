@@ -20,6 +20,16 @@ from sphere_core.presets import PRESETS
 console = Console(stderr=True)
 out = Console()
 
+
+def print_table(table) -> None:
+    """Print a rich table on stdout; piped into a file or a log, it keeps at least 160 columns
+    instead of squeezing (and wrapping) the headers into 80."""
+    if out.is_terminal:
+        out.print(table)
+    else:
+        Console(width=max(out.width, 160)).print(table)
+
+
 PresetOpt = Annotated[
     str | None, typer.Option("--preset", "-p", help=f"Config preset: {' | '.join(PRESETS)}.")
 ]

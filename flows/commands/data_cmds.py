@@ -12,7 +12,15 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.commands.cli_support import ConfigOpt, PresetOpt, SetOpt, console, out, resolve_config
+from flows.commands.cli_support import (
+    ConfigOpt,
+    PresetOpt,
+    SetOpt,
+    console,
+    out,
+    print_table,
+    resolve_config,
+)
 
 FileArg = Annotated[
     str | None,
@@ -101,7 +109,7 @@ def _ingest_table(source: str, summary: dict[str, Any], rejects, rejects_jsonl: 
         "rejects_file",
     ):
         table.add_row(key, str(summary[key]))
-    out.print(table)
+    print_table(table)
     if len(rejects):
         reasons = Table(title="rejected rows")
         reasons.add_column("row", justify="right")

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import click
 import typer
 
-from flows.commands.cli_support import ConfigOpt, PresetOpt, SetOpt, out
+from flows.commands.cli_support import ConfigOpt, PresetOpt, SetOpt, print_table
 
 FORMATS = ("table", "json")
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Output format: table | json.")]
@@ -84,12 +84,7 @@ def print_comparisons(comparisons: list, title: str) -> None:
         table.add_column(col, no_wrap=col in ("benchmark", "B−A pp [CI]"))
     for c in comparisons:
         table.add_row(*comparison_cells(c))
-    if out.is_terminal:
-        out.print(table)
-    else:  # piped: do not squeeze the table into 80 columns
-        from rich.console import Console
-
-        Console(width=max(out.width, 160)).print(table)
+    print_table(table)
 
 
 def evaluation_statistics(result: Any, cfg: Any) -> list:

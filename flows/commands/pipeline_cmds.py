@@ -13,7 +13,14 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.commands.cli_support import ConfigOpt, PresetOpt, SetOpt, out, resolve_config
+from flows.commands.cli_support import (
+    ConfigOpt,
+    PresetOpt,
+    SetOpt,
+    out,
+    print_table,
+    resolve_config,
+)
 
 RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="Run id (default: a new one).")]
 RunnerOpt = Annotated[
@@ -53,7 +60,7 @@ def print_generate(result: Any, home: Any) -> None:
     from sphere_core.summary import summary_table
 
     view = RunView(home, result.run_id, result.round)
-    out.print(
+    print_table(
         summary_table(
             view.routing(),
             view.pairs(),

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import click
 import typer
 
-from flows.commands.cli_support import FormatOpt, out
+from flows.commands.cli_support import FormatOpt, print_table
 
 DbUrlOpt = Annotated[
     str | None,
@@ -79,12 +79,7 @@ def _emit(
         table.add_column(header, overflow="fold", no_wrap=key in _NO_WRAP)
     for r in rows:
         table.add_row(*[(cell or _cell)(key, r) for key, _ in columns])
-    if out.is_terminal:
-        out.print(table)
-    else:  # piped: do not squeeze the table into 80 columns
-        from rich.console import Console
-
-        Console(width=max(out.width, 160)).print(table)
+    print_table(table)
 
 
 def _cell(key: str, row: dict) -> str:

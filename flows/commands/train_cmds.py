@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from flows.commands.cli_support import ConfigOpt, PresetOpt, SetOpt, out
+from flows.commands.cli_support import ConfigOpt, PresetOpt, SetOpt, out, print_table
 
 if TYPE_CHECKING:
     from sphere_core.config import SphereConfig
@@ -179,7 +179,7 @@ def print_evaluation(rows: list[dict]) -> None:
             num(m.get("flips_r2w")),
             num(m.get("flips_w2r")),
         )
-    out.print(table)
+    print_table(table)
 
 
 def report(

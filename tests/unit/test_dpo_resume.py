@@ -174,7 +174,8 @@ def test_sigint_mid_training_writes_a_checkpoint_then_interrupts(
         train_dpo(cfg, train, None, out, sphere_home, key="k2")
     assert time.monotonic() - began < 120
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
-    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    # TRL also writes a model card (README.md) beside the checkpoints; only checkpoints count
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir() if checkpoints.step_of(p))
     assert ckpts == ["checkpoint-2"], ckpts
     assert checkpoints.problem(out / "checkpoints" / "checkpoint-2", "k2") is None
     assert not (out / "adapter").exists()
