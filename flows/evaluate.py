@@ -47,7 +47,7 @@ def evaluate_flow(
     round: int = 1,
 ) -> EvaluationResult:
     """Evaluate and record; returns the run id, the output dir and the summary rows."""
-    cfg = flow_config(config)
+    cfg = flow_config(config, run_id=run_id)
     home = home_for(cfg)
     benches = (
         [_label(Path(benchmark_file).stem)]

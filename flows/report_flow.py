@@ -25,7 +25,7 @@ def artifact_slug(run_id: str) -> str:
 @flow(name="report", description="Run report: routing, pairs, DPO loss, base vs trained accuracy.")
 def report_flow(run_id: str, config: SphereConfig | dict[str, Any] | None = None) -> ReportResult:
     """Build the report; returns its path and the number of accuracy rows published."""
-    cfg = flow_config(config)
+    cfg = flow_config(config, run_id=run_id)
     home = home_for(cfg)
     run_id = flow_run_id(run_id)
     result = report_task.with_options(**task_options(cfg, home))(cfg, str(home), run_id)

@@ -6,6 +6,7 @@ Owns nothing about stages or storage (``sphere_core`` does).
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,10 +14,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from flows import cancellation
 from sphere_core.config import SphereConfig, resolve_config
 from sphere_core.errors import ConfigError
 from sphere_core.paths import sphere_home, validate_name
+from sphere_core.progress import LOGGER_NAME as PROGRESS_LOGGER
 from sphere_core.storage.run_records import open_store
+
+cancellation.install()  # every flow imports this module: a UI cancel during DPO ends Cancelled
+# progress events are INFO records: keep them when a flow runs under a WARNING root logger (a
+# deployment run's process; `sphere serve` forwards the "sphere" loggers to the run logs)
+if logging.getLogger(PROGRESS_LOGGER).level == logging.NOTSET:
+    logging.getLogger(PROGRESS_LOGGER).setLevel(logging.INFO)
 
 
 def new_run_id() -> str:
@@ -28,14 +37,27 @@ def flow_config(
     config: SphereConfig | dict[str, Any] | None = None,
     preset: str | None = None,
     overrides: list[str] | None = None,
+    run_id: str | None = None,
 ) -> SphereConfig:
     """The typed config of a flow: passed through when a parent flow (or the CLI) already
-    resolved it; resolved once here from deployment parameters otherwise."""
+    resolved it; resolved once here from deployment parameters otherwise. With ``run_id`` (the
+    train, evaluate and report flows), parameters apply on top of the config that run was
+    recorded with, so a deployment run started from the UI with only a run id trains and
+    evaluates with that run's models and settings."""
     if isinstance(config, SphereConfig) and not preset and not overrides:
         return config
     if isinstance(config, SphereConfig):
         config = config.to_dict()
-    return resolve_config(preset, config, overrides)
+    given = resolve_config(preset, config, overrides)  # validates the given parts early
+    base = stored_run_config(given, run_id) if run_id else None
+    return resolve_config(preset, config, overrides, base=base) if base else given
+
+
+def stored_run_config(cfg: SphereConfig, run_id: str) -> dict[str, Any] | None:
+    """The config ``run_id`` was recorded with in the store ``cfg`` names (None: no such run)."""
+    with open_store(cfg, home_for(cfg)) as repo:
+        record = repo.get_run(flow_run_id(run_id))
+    return (record or {}).get("config") or None
 
 
 def flow_run_id(run_id: str | None) -> str:

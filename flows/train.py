@@ -21,7 +21,7 @@ def train_flow(
     run_id: str, config: SphereConfig | dict[str, Any] | None = None, round: int = 1
 ) -> TrainingResult:
     """Train on the pairs of ``run_id`` (round ``round``); returns the adapter and metrics."""
-    cfg = flow_config(config)
+    cfg = flow_config(config, run_id=run_id)
     home = home_for(cfg)
     return train_task.with_options(**task_options(cfg, home))(
         cfg, str(home), flow_run_id(run_id), round

@@ -13,15 +13,19 @@ Two ways a signal reaches long work:
   CLI's handlers call :func:`request_stop` before raising in the main thread, and the loops
   call :func:`check`, which raises the same interruption in their own thread.
 
-Owns the event and the handler swap only; what "a safe point" is belongs to the caller.
+Owns the event and the handler swap only; what "a safe point" is belongs to the caller. The
+orchestration layer may register :func:`on_delivery` hooks that run just before a deferred
+signal is delivered (the flows use one to tell a cancellation requested from Prefect's UI from
+any other SIGTERM).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sphere_core.errors import Terminated
@@ -29,6 +33,14 @@ from sphere_core.errors import Terminated
 _stop = threading.Event()
 _signum: int | None = None
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_delivery_hooks: list[Callable[[int], None]] = []
+
+
+def on_delivery(hook: Callable[[int], None]) -> None:
+    """Run ``hook(signum)`` before a signal deferred by :func:`deferred` is delivered (once per
+    hook object; a hook that raises an ``Exception`` is skipped)."""
+    if hook not in _delivery_hooks:
+        _delivery_hooks.append(hook)
 
 
 def request_stop(signum: int = signal.SIGINT) -> None:
@@ -71,6 +83,11 @@ def check() -> None:
 def _deliver(signum: int, previous: Any) -> None:
     """Run the handler that was installed before :func:`deferred` for ``signum``; if it does not
     raise (ignored, or no Python handler), raise the interruption here."""
+    for hook in _delivery_hooks:
+        try:
+            hook(signum)
+        except Exception:  # a hook must not replace the interruption
+            logging.getLogger(__name__).debug("delivery hook %r failed", hook, exc_info=True)
     if callable(previous):
         previous(signum, None)
     elif previous == signal.SIG_DFL and signum == signal.SIGTERM:

@@ -12,6 +12,7 @@ Owns the command only; the deployments are ``flows.pipeline.build_deployments``'
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated, Any
 
 import typer
@@ -53,6 +54,9 @@ def serve(preset: PresetOpt = "demo", cron: CronOpt = "0 3 * * *", limit: LimitO
     session = active_session()
     if session is not None:  # a server's log: show Prefect's INFO lines (submitted runs, ...)
         session.set_console_level(logging.INFO)
+    # flow-run processes (they inherit this environment) forward the progress lines of long work
+    # (shards, DPO steps, evaluation batches) to the run's logs in the UI and this console
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sphere")
     deployments = build_deployments(preset=preset, cron=cron)
     runner = make_runner(limit)
     for deployment in deployments:

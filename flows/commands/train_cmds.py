@@ -31,17 +31,9 @@ def run_config(
     run_id: str | None, preset: str | None, config: Path | None, overrides: list[str] | None
 ):
     """The stored run config (if any) -> preset -> YAML file -> --set, validated once."""
-    from flows.run_tracking import flow_run_id, home_for
-    from sphere_core.config import resolve_config
-    from sphere_core.storage.run_records import open_store
+    from flows.run_tracking import flow_config
 
-    cli_cfg = resolve_config(preset, config, overrides)  # validates the CLI parts early
-    base = None
-    if run_id:
-        with open_store(cli_cfg, home_for(cli_cfg)) as repo:
-            record = repo.get_run(flow_run_id(run_id))
-        base = (record or {}).get("config") or None
-    return resolve_config(preset, config, overrides, base=base) if base else cli_cfg
+    return flow_config(str(config) if config else None, preset, overrides, run_id=run_id)
 
 
 def train(

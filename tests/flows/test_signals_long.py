@@ -241,3 +241,72 @@ def test_sigint_stops_sphere_started_with_sigint_ignored(prefect_api, tmp_path, 
     assert final_line(err.text()).startswith(
         "interrupted (SIGINT); run bg-1 stopped, continue it with `sphere resume bg-1`"
     )
+
+
+CANCEL_STEPS = 40
+
+
+def _as_tree(assignments: list[str]) -> dict:
+    """``a.b=c`` settings as the nested dict a deployment's ``config`` parameter takes."""
+    from sphere_core.config.resolve import apply_override
+
+    tree: dict = {}
+    for assignment in assignments:
+        tree = apply_override(tree, assignment)
+    return tree
+
+
+def _final_state(client, flow_run_id, timeout: float):
+    deadline = time.time() + timeout
+    while True:
+        state = client.read_flow_run(flow_run_id).state
+        if state is not None and state.is_final():
+            return state
+        assert time.time() < deadline, f"flow run still {state and state.type} after {timeout} s"
+        time.sleep(0.5)
+
+
+def test_cancelling_a_training_flow_run_from_the_ui_checkpoints_then_resumes(
+    prefect_api, run_with_pairs, tmp_path, monkeypatch
+):
+    """What the UI's Cancel does to a deployment run served by `sphere serve`: the flow run is set
+    to Cancelling, the runner sends SIGTERM to its process (SIGKILL 30 s later). DPO finishes the
+    step under way, writes a checkpoint and stops; the flow run ends Cancelled; `sphere train` of
+    the same run and settings resumes from that checkpoint. The deployment gets only the run id
+    and the training settings: models and the rest come from the run's recorded config."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    home, run_id = run_with_pairs
+    # the flow-run process the runner starts must know the test backends of the recorded config
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import tests.flows.orch_fakes  # noqa: F401\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    sets = TRAIN_SETS + [f"training.max_steps={CANCEL_STEPS}"]
+    serve, out, err = start(["serve"], home, prefect_api, {"PREFECT_RUNNER_POLL_FREQUENCY": "2"})
+    try:
+        out.wait_for("serving deployments", serve, timeout=120)
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name("train/sphere-train")
+            flow_run = client.create_flow_run_from_deployment(
+                deployment.id, parameters={"run_id": run_id, "config": _as_tree(sets)}
+            )
+            _wait_for_checkpoint(home, run_id, 1, serve, err, timeout=300)
+            client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
+            state = _final_state(client, flow_run.id, timeout=120)
+        assert state.is_cancelled(), (state, out.lines[-20:], err.lines[-20:])
+    finally:
+        stop(serve, signal.SIGTERM)
+    logs = out.text() + "\n" + err.text()
+    stopped = [ln for ln in logs.splitlines() if "dpo: stopped at step" in ln]
+    assert stopped, logs[-6000:]  # the graceful path, not the runner's SIGKILL
+    step = int(stopped[0].split("stopped at step ")[1].split("/")[0])
+    assert 1 <= step < CANCEL_STEPS
+    assert (_checkpoint(home, run_id, step) / "sphere_checkpoint.json").is_file()
+    assert not (home / "runs" / run_id / "model" / "adapter").exists()
+
+    again = sphere_cli(["train", "--run", run_id, *_sets(sets)], home, prefect_api)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from step {step}" in again.stderr, again.stderr[-3000:]
+    assert _train_log(home, run_id)["metrics"]["global_step"] == CANCEL_STEPS

@@ -136,3 +136,22 @@ def test_a_full_disk_is_not_retried_by_the_tasks(tmp_path):
     assert not is_transient(_full(tmp_path / "x"))
     assert not is_transient(_full(tmp_path / "x", errno.EROFS))
     assert is_transient(OSError(errno.EIO, "I/O error", str(tmp_path / "x")))
+
+
+def test_free_space_is_checked_before_the_embedded_model_is_converted(tmp_path, monkeypatch):
+    """Converting a GGUF writes its tensors dequantized to float32: the size is read from the
+    GGUF header and checked before anything is written under the home's models/ dir."""
+    from sphere_core.backends import embedded
+
+    gguf = embedded.part_paths("embedded-small")[0]  # one file, no assembly
+    need = embedded.converted_bytes(gguf)
+    assert 4 * 130_000_000 < need < 4 * 140_000_000 * 1.1 + 64 * 1024**2  # 134.5M parameters
+    monkeypatch.setattr(disk, "free_bytes", lambda path: 200 * 1024**2)
+    with pytest.raises(DiskFullError) as caught:
+        embedded.resolve_model_path("embedded-small", tmp_path)
+    assert str(caught.value).startswith(
+        f"the converted weights of {gguf.name} need about {disk.human(need)} under "
+        f"{tmp_path / 'models'}, but only 200 MiB is free there"
+    )
+    written = [p.name for p in (tmp_path / "models").iterdir() if p.suffix != ".lock"]
+    assert written == []  # nothing but the converters' lock file: no temporary dir

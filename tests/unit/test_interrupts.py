@@ -117,3 +117,31 @@ def test_a_failure_while_stopping_is_the_interruption_not_a_bug(
     assert main(["config", "show"]) == code
     line = capsys.readouterr().err.strip()
     assert line.startswith(word) and "\n" not in line
+
+
+def test_delivery_hooks_run_before_the_previous_handler_and_cannot_replace_it(monkeypatch):
+    order: list[str] = []
+
+    def hook(signum):
+        order.append(f"hook {signum}")
+
+    def broken(signum):
+        order.append("broken")
+        raise RuntimeError("a hook that fails")
+
+    def previous_handler(signum, frame):
+        order.append("handler")
+        raise Terminated(signum)
+
+    monkeypatch.setattr(interrupts, "_delivery_hooks", [])
+    interrupts.on_delivery(broken)
+    interrupts.on_delivery(hook)
+    interrupts.on_delivery(hook)  # registered once
+    previous = signal.signal(signal.SIGTERM, previous_handler)
+    try:
+        with pytest.raises(Terminated), interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            order.append("safe point")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert order == ["safe point", "broken", f"hook {int(signal.SIGTERM)}", "handler"]
