@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import subprocess
@@ -30,6 +31,22 @@ from sphere_core.search.pruned import SearchStats, pruned_search
 from tests.support import llama_server
 
 ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|" + r"\s*([\d.]+)\s*\|" * 7)
+
+
+def _machine() -> str:
+    """CPU model, core count and whether it has native bf16 (what the figures depend on)."""
+    from sphere_core.backends.cpu_features import cpu_has_native_bf16
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
+    return f"{name}, {os.cpu_count()} cores, {bf16}"
 
 
 def run_search(cfg, home: str | None, questions: int) -> dict:
@@ -141,7 +158,7 @@ def main() -> None:
         "questions": args.questions,
         "slots": args.slots,
         "threads": args.threads,
-        "machine": platform.processor(),
+        "machine": _machine(),
     }
     with llama_server.LlamaServer(gguf, slots=args.slots, threads=args.threads) as server:
         cfg = search_config(**shape).model_copy(deep=True)

@@ -14,14 +14,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from flows import cancellation
+from flows import cancellation, local_api
 from sphere_core.config import SphereConfig, resolve_config
 from sphere_core.errors import ConfigError
 from sphere_core.paths import sphere_home, validate_name
 from sphere_core.progress import LOGGER_NAME as PROGRESS_LOGGER
 from sphere_core.storage.run_records import open_store
 
-cancellation.install()  # every flow imports this module: a UI cancel during DPO ends Cancelled
+# every flow imports this module: a UI cancel during DPO ends Cancelled; a temporary local API
+# server (no PREFECT_API_URL) is started out of reach of the terminal's Ctrl-C
+cancellation.install()
+local_api.install()
 # progress events are INFO records: keep them when a flow runs under a WARNING root logger (a
 # deployment run's process; `sphere serve` forwards the "sphere" loggers to the run logs)
 if logging.getLogger(PROGRESS_LOGGER).level == logging.NOTSET:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -174,3 +175,100 @@ def test_a_flow_refuses_a_run_id_that_leaves_the_home(prefect_api, tmp_path, mon
         pipeline_flow(run_id=bad, preset="demo")
     assert not home.exists() and not (tmp_path / "x").exists()
     assert not Path("/tmp/sphere-escape-x").exists()
+
+
+def _children(pid: int) -> dict[int, str]:
+    """{pid: command line} of the live child processes of ``pid``."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(stat.parent.name)] = cmdline
+    return found
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _generate_on_a_local_api(tmp_path: Path, questions_file: Path):
+    """`sphere generate` (slow fakes) in its own process group with no PREFECT_API_URL, as a user
+    starts it in a terminal; returns (home, process, stderr reader, the API server's pid) once
+    a stage-1 shard is written."""
+    from tests.flows.conftest import REPO_ROOT
+
+    home = tmp_path / "home"
+    env = {
+        **os.environ,
+        "SPHERE_HOME": str(home),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "SPHERE_FAKE_DELAY_S": "0.3",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    for key in ("PREFECT_API_URL", "SPHERE_DATABASE_URL"):
+        env.pop(key, None)
+    code = "import sys, tests.flows.orch_fakes; from flows.cli import main; sys.exit(main())"
+    sets = [a for o in fake_overrides(questions_file, backend="fake-slow") for a in ("--set", o)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "generate", "--run-id", "local-api", *sets],
+        cwd=REPO_ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # the terminal's foreground process group
+    )
+    err = Reader(proc.stderr)
+    Reader(proc.stdout)
+    deadline = time.time() + 240
+    while not list((home / "artifacts" / "stage1_routing").glob("*/part-*.parquet")):
+        assert proc.poll() is None and time.time() < deadline, err.text()[-3000:]
+        time.sleep(0.1)
+    servers = [pid for pid, cmd in _children(proc.pid).items() if "flows.local_api" in cmd]
+    assert len(servers) == 1, _children(proc.pid)
+    assert os.getsid(servers[0]) != os.getsid(proc.pid)  # out of reach of the group's Ctrl-C
+    return home, proc, err, servers[0]
+
+
+def test_ctrl_c_without_an_api_url_stops_within_seconds_and_stops_the_local_server(
+    tmp_path, questions_file
+):
+    """Ctrl-C goes to the whole foreground process group; the command's temporary Prefect API
+    server is not in it, so the interrupted run's state updates still reach it: exit 130 within
+    seconds with one line, and the server stops with the command."""
+    home, proc, err, server = _generate_on_a_local_api(tmp_path, questions_file)
+    began = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    took = time.monotonic() - began
+    assert proc.returncode == 130, err.text()[-3000:]
+    assert took < 20, err.text()[-3000:]
+    assert final_line(err.text()).startswith("interrupted (SIGINT); run local-api stopped")
+    assert _gone(server, timeout=15)
+    with open_repository(None, home) as repo:
+        assert repo.get_run("local-api")["status"] == "cancelled"
+
+
+def test_the_local_server_stops_when_its_command_is_killed(tmp_path, questions_file):
+    _, proc, _, server = _generate_on_a_local_api(tmp_path, questions_file)
+    os.killpg(proc.pid, signal.SIGKILL)  # no atexit, no handler: the server must notice
+    proc.wait()
+    assert _gone(server, timeout=15)
