@@ -245,14 +245,10 @@ def ingest_file(
             if error is not None:
                 raise _Reject(error)
             assert record is not None
-            sid = _source_id(record, id_field)
-            if sid is not None:
-                first = first_row_of_id.setdefault(sid, row_no)
-                if first != row_no:
-                    duplicate_ids += 1
-                    raise _Reject(f"duplicate source id {sid[:200]} (first at row {first})")
+            sid = _first_use_of_id(_source_id(record, id_field), row_no, first_row_of_id)
             problem, answer = _validate(record, data_cfg, max_prompt_tokens, count_tokens)
         except _Reject as reject:
+            duplicate_ids += isinstance(reject, _DuplicateId)
             rejects.append({"source": source, "row": row_no, "reason": str(reject), "raw": raw})
             continue
         qid = question_id(problem, answer)
@@ -281,6 +277,20 @@ def ingest_file(
         "source": source,
     }
     return IngestResult(questions=qdf, rejects=rdf, stats=stats)
+
+
+class _DuplicateId(_Reject):
+    """A row repeating an earlier row's own id."""
+
+
+def _first_use_of_id(sid: str | None, row_no: int, first_row_of_id: dict[str, int]) -> str | None:
+    """``sid`` when no earlier row used it (recording this row as its first use); a
+    :class:`_DuplicateId` naming the first row otherwise."""
+    if sid is not None:
+        first = first_row_of_id.setdefault(sid, row_no)
+        if first != row_no:
+            raise _DuplicateId(f"duplicate source id {sid[:200]} (first at row {first})")
+    return sid
 
 
 def _frames(

@@ -61,6 +61,26 @@ def _field_text(record: dict[str, Any], name: str) -> str | None:
     return str(value)
 
 
+def _row_problem(prediction: str | None, answer: str | None) -> str | None:
+    """Why a parsed row cannot be graded (None: it can)."""
+    missing = [n for n, v in (("prediction", prediction), ("answer", answer)) if v is None]
+    if missing:
+        return "missing or non-text field " + ", ".join(repr(m) for m in missing)
+    if not answer.strip():
+        return "empty 'answer'"
+    return None
+
+
+def _write_rows(out: Path, rows: dict[int, dict[str, Any]]) -> None:
+    """The graded rows in row order as JSONL, written under a temporary name, then renamed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row_no in sorted(rows):
+            handle.write(json.dumps(rows[row_no], ensure_ascii=False, default=str) + "\n")
+    tmp.replace(out)
+
+
 def grade_file(
     path: str | Path,
     grader: Grader,
@@ -81,12 +101,8 @@ def grade_file(
     for row_no, record, error, _raw in rows:
         if error is None and record is not None:
             prediction, answer = _field_text(record, "prediction"), _field_text(record, "answer")
-            missing = [n for n, v in (("prediction", prediction), ("answer", answer)) if v is None]
-            if missing:
-                error = "missing or non-text field " + ", ".join(repr(m) for m in missing)
-            elif not answer.strip():
-                error = "empty 'answer'"
-            else:
+            error = _row_problem(prediction, answer)
+            if error is None:
                 good.append((row_no, record, prediction, answer))
                 continue
         errors.append({"row": row_no, "reason": error})
@@ -114,12 +130,7 @@ def grade_file(
             "status": "error",
             "error": err["reason"],
         }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row_no in sorted(graded_rows):
-            handle.write(json.dumps(graded_rows[row_no], ensure_ascii=False, default=str) + "\n")
-    tmp.replace(out)
+    _write_rows(out, graded_rows)
     return GradeFileResult(
         graded_file=out,
         total_rows=len(rows),

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -64,34 +65,7 @@ class RunResults:
         if missing:
             raise StoreError(f"record_routing_events: missing column(s) {missing}")
         check_round_column(df, round, "record_routing_events")
-        now = utcnow()
-        events: dict[tuple[str, str, str], dict] = {}
-        for i, rec in enumerate(df.to_dict("records")):
-            key = tuple(text_or_none(rec[c]) for c in ("run_id", "question_id", "stage"))
-            if not all(key) or not text_or_none(rec["decision"]):
-                raise StoreError(
-                    f"record_routing_events: row {i} lacks run_id/question_id/stage/decision"
-                )
-            event = {
-                "run_id": key[0],
-                "round": round,
-                "question_id": key[1],
-                "stage": key[2],
-                "decision": text_or_none(rec["decision"]),
-                "reason": text_or_none(rec.get("reason")),
-                "answer_max": text_or_none(rec.get("answer_max")),
-                "answer_min": text_or_none(rec.get("answer_min")),
-                "correct_max": bool_or_none(rec.get("correct_max")),
-                "correct_min": bool_or_none(rec.get("correct_min")),
-                "reward_max": float_or_none(rec.get("reward_max")),
-                "reward_min": float_or_none(rec.get("reward_min")),
-                "error": text_or_none(rec.get("error")),
-                "artifact_key": artifact_key,
-                "created_at": now,
-            }
-            events[key] = (
-                event  # the last row for a key wins (one statement may not hit a row twice)
-            )
+        events = _routing_events(df, round, artifact_key, utcnow())
         if not events:
             return 0
         run_ids = sorted({k[0] for k in events})
@@ -306,3 +280,35 @@ class RunResults:
         )
         with self._tx() as conn:
             return [plain_row(r) for r in conn.execute(stmt).mappings()]
+
+
+def _routing_events(
+    df: pd.DataFrame, round_no: int, artifact_key: str | None, now: datetime
+) -> dict[tuple[str, str, str], dict]:
+    """ROUTING_COLUMNS rows -> one event row per (run_id, question_id, stage); the last row for
+    a key wins (one upsert statement may not hit a row twice)."""
+    events: dict[tuple[str, str, str], dict] = {}
+    for i, rec in enumerate(df.to_dict("records")):
+        key = tuple(text_or_none(rec[c]) for c in ("run_id", "question_id", "stage"))
+        if not all(key) or not text_or_none(rec["decision"]):
+            raise StoreError(
+                f"record_routing_events: row {i} lacks run_id/question_id/stage/decision"
+            )
+        events[key] = {
+            "run_id": key[0],
+            "round": round_no,
+            "question_id": key[1],
+            "stage": key[2],
+            "decision": text_or_none(rec["decision"]),
+            "reason": text_or_none(rec.get("reason")),
+            "answer_max": text_or_none(rec.get("answer_max")),
+            "answer_min": text_or_none(rec.get("answer_min")),
+            "correct_max": bool_or_none(rec.get("correct_max")),
+            "correct_min": bool_or_none(rec.get("correct_min")),
+            "reward_max": float_or_none(rec.get("reward_max")),
+            "reward_min": float_or_none(rec.get("reward_min")),
+            "error": text_or_none(rec.get("error")),
+            "artifact_key": artifact_key,
+            "created_at": now,
+        }
+    return events
