@@ -8,6 +8,7 @@ directory, so the embedded model is converted from its GGUF once per test sessio
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,20 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 SHARED_DATA = SHARED / "data"
+
+
+@pytest.fixture(autouse=True)
+def _sigint_raises_keyboard_interrupt():
+    """Each test starts with Python's SIGINT default (KeyboardInterrupt), as in a terminal: a test
+    run started as a background job (`pytest ... &` in a script) inherits SIGINT ignored, and a
+    library may put that inherited disposition back; tests that send SIGINT to this process (or
+    check that an ignored one stays ignored) set what they need themselves."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")
