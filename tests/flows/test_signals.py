@@ -79,6 +79,15 @@ def final_line(stderr: str) -> str:
     return finals[0]
 
 
+def wait_for_first_shard(home: Path, proc: subprocess.Popen, err: Reader, timeout: float) -> None:
+    """Wait until a stage-1 routing shard is written (the run is under way) while `proc` lives."""
+    deadline = time.time() + timeout
+    while not list((home / "artifacts" / "stage1_routing").glob("*/part-*.parquet")):
+        assert proc.poll() is None, err.text()[-3000:]
+        assert time.time() < deadline, "no stage-1 shard appeared"
+        time.sleep(0.1)
+
+
 def log_of(line: str) -> Path:
     assert "(log: " in line, line
     return Path(line.rsplit("(log: ", 1)[1].rstrip(")"))
@@ -111,12 +120,7 @@ def _slow_generate(tmp_path: Path, questions_file: Path, api: str, run_id: str):
     proc, out, err = start(
         ["generate", "--run-id", run_id, *sets], home, api, {"SPHERE_FAKE_DELAY_S": "0.3"}
     )
-    shards = home / "artifacts" / "stage1_routing"
-    deadline = time.time() + 120
-    while not list(shards.glob("*/part-*.parquet")):
-        assert proc.poll() is None, err.text()[-3000:]
-        assert time.time() < deadline, "no stage-1 shard appeared"
-        time.sleep(0.1)
+    wait_for_first_shard(home, proc, err, timeout=120)
     return home, proc, out, err
 
 
@@ -234,10 +238,7 @@ def _generate_on_a_local_api(tmp_path: Path, questions_file: Path):
     )
     err = Reader(proc.stderr)
     Reader(proc.stdout)
-    deadline = time.time() + 240
-    while not list((home / "artifacts" / "stage1_routing").glob("*/part-*.parquet")):
-        assert proc.poll() is None and time.time() < deadline, err.text()[-3000:]
-        time.sleep(0.1)
+    wait_for_first_shard(home, proc, err, timeout=240)
     servers = [pid for pid, cmd in _children(proc.pid).items() if "flows.local_api" in cmd]
     assert len(servers) == 1, _children(proc.pid)
     assert os.getsid(servers[0]) != os.getsid(proc.pid)  # out of reach of the group's Ctrl-C

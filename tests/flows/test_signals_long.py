@@ -22,7 +22,7 @@ import pytest
 
 from tests.flows.conftest import sphere_cli
 from tests.flows.orch_fakes import fake_overrides
-from tests.flows.test_signals import Reader, final_line, start, stop
+from tests.flows.test_signals import Reader, final_line, start, stop, wait_for_first_shard
 
 pytestmark = pytest.mark.slow
 
@@ -231,10 +231,7 @@ def test_sigint_stops_sphere_started_with_sigint_ignored(prefect_api, tmp_path, 
     )
     err = Reader(proc.stderr)
     Reader(proc.stdout)
-    deadline = time.time() + 120
-    while not list((home / "artifacts" / "stage1_routing").glob("*/part-*.parquet")):
-        assert proc.poll() is None and time.time() < deadline, err.text()[-3000:]
-        time.sleep(0.1)
+    wait_for_first_shard(home, proc, err, timeout=120)
     os.killpg(proc.pid, signal.SIGINT)
     _wait(proc, 60)
     assert proc.returncode == 130, err.text()[-3000:]
